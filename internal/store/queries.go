@@ -1,0 +1,177 @@
+package store
+
+// All SQL of the relay lives in this file, to be reviewed as SQL.
+// $now parameters are nullable: coalesce($n::timestamptz, now()).
+
+// sqlClaim claims up to $4 runnable entries of queue $1 whose topic is in
+// $2: pending, due, and — with an ordering key — not behind an unfinished
+// entry of the same key ($7: dead entries block their key too). SKIP LOCKED
+// lets concurrent relays claim disjoint sets; state, not an id high-water
+// mark, decides eligibility, so entries committed out of id order are never
+// skipped.
+const sqlClaim = `
+WITH picked AS (
+	SELECT e.id
+	FROM outbox_entries e
+	WHERE e.state = 'pending'
+	  AND e.queue = $1::text
+	  AND e.topic = ANY($2::text[])
+	  AND e.run_at <= coalesce($3::timestamptz, now())
+	  AND (e.ordering_key IS NULL OR NOT EXISTS (
+		SELECT 1 FROM outbox_entries p
+		WHERE p.ordering_key = e.ordering_key
+		  AND p.id < e.id
+		  AND p.state <> 'done'
+		  AND (p.state <> 'dead' OR $7::bool)))
+	ORDER BY e.priority DESC, e.run_at, e.id
+	LIMIT $4
+	FOR UPDATE SKIP LOCKED
+)
+UPDATE outbox_entries e
+SET state = 'running',
+    attempt = e.attempt + 1,
+    lease_until = coalesce($3::timestamptz, now()) + $5::bigint * interval '1 microsecond',
+    lease_owner = $6::text
+FROM picked
+WHERE e.id = picked.id
+RETURNING e.id, e.topic, e.key, e.ordering_key, e.queue, e.priority,
+	e.attempt, e.attempt_base, e.max_attempts, e.payload, e.headers,
+	e.created_at, e.run_at,
+	EXISTS (SELECT 1 FROM outbox_processed_keys k WHERE k.scope = e.topic AND k.key = e.key)`
+
+// sqlComplete applies a batch of outcomes, each fenced by its attempt: a row
+// whose attempt moved on (re-claimed) or that is no longer running (rescued)
+// is left alone. Done entries that asked for it record their processed key in
+// the same statement. Returns the ids that were applied.
+const sqlComplete = `
+WITH input AS (
+	SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[],
+		$6::text[], $7::text[], $8::bool[], $9::bool[])
+		AS t(id, attempt, state, delay_us, error, result, handback, record_key)
+),
+upd AS (
+	UPDATE outbox_entries e
+	SET state = i.state,
+	    run_at = CASE WHEN i.state = 'pending'
+	        THEN coalesce($1::timestamptz, now()) + i.delay_us * interval '1 microsecond'
+	        ELSE e.run_at END,
+	    finished_at = CASE WHEN i.state IN ('done', 'dead') THEN coalesce($1::timestamptz, now()) END,
+	    attempt_base = e.attempt_base + CASE WHEN i.handback THEN 1 ELSE 0 END,
+	    last_error = coalesce(i.error, e.last_error),
+	    result = coalesce(i.result::jsonb, e.result),
+	    lease_until = NULL,
+	    lease_owner = NULL
+	FROM input i
+	WHERE e.id = i.id AND e.attempt = i.attempt AND e.state = 'running'
+	RETURNING e.id, e.topic, e.key, e.state, e.result, i.record_key
+),
+keys AS (
+	INSERT INTO outbox_processed_keys (scope, key, entry_id, processed_at, result)
+	SELECT u.topic, u.key, u.id, coalesce($1::timestamptz, now()), u.result
+	FROM upd u WHERE u.state = 'done' AND u.record_key
+	ON CONFLICT (scope, key) DO NOTHING
+)
+SELECT id FROM upd`
+
+// sqlCompleteOne is sqlComplete's single-row form, for the transactional
+// handler's own transaction (the processed key is recorded before the
+// handler runs, in that transaction).
+const sqlCompleteOne = `
+UPDATE outbox_entries e
+SET state = 'done',
+    finished_at = coalesce($1::timestamptz, now()),
+    result = coalesce($4::jsonb, e.result),
+    lease_until = NULL,
+    lease_owner = NULL
+WHERE e.id = $2 AND e.attempt = $3 AND e.state = 'running'`
+
+// sqlMarkProcessed records scope+key as processed; no row comes back when
+// it already was. Inside a transaction the row lock also serialises two
+// concurrent runs of the same scope+key.
+const sqlMarkProcessed = `
+INSERT INTO outbox_processed_keys (scope, key, entry_id, processed_at, result)
+VALUES ($2, $3, $4, coalesce($1::timestamptz, now()), $5::jsonb)
+ON CONFLICT (scope, key) DO NOTHING
+RETURNING true`
+
+// sqlSetProcessedResult stores the handler's result on a processed key
+// recorded earlier in the same transaction.
+const sqlSetProcessedResult = `
+UPDATE outbox_processed_keys SET result = $3::jsonb WHERE scope = $1 AND key = $2`
+
+// sqlIsProcessed reports whether scope+key is recorded.
+const sqlIsProcessed = `
+SELECT EXISTS (SELECT 1 FROM outbox_processed_keys WHERE scope = $1 AND key = $2)`
+
+// sqlRenew extends the leases of entries this relay still holds, fenced by
+// attempt; ids missing from the result have lost their lease.
+const sqlRenew = `
+UPDATE outbox_entries e
+SET lease_until = coalesce($1::timestamptz, now()) + $2::bigint * interval '1 microsecond'
+FROM unnest($3::bigint[], $4::int[]) AS i(id, attempt)
+WHERE e.id = i.id AND e.attempt = i.attempt AND e.state = 'running'
+RETURNING e.id`
+
+// sqlRescue returns entries whose lease expired to pending (or dead, when
+// that was their last attempt). The attempt stays counted: an entry that
+// crashes its relay every time still reaches its limit.
+const sqlRescue = `
+WITH expired AS (
+	SELECT id FROM outbox_entries
+	WHERE state = 'running' AND lease_until < coalesce($1::timestamptz, now())
+	ORDER BY lease_until
+	LIMIT $2
+	FOR UPDATE SKIP LOCKED
+)
+UPDATE outbox_entries e
+SET state = CASE WHEN e.attempt - e.attempt_base >= e.max_attempts THEN 'dead' ELSE 'pending' END,
+    run_at = coalesce($1::timestamptz, now()),
+    finished_at = CASE WHEN e.attempt - e.attempt_base >= e.max_attempts
+        THEN coalesce($1::timestamptz, now()) END,
+    last_error = format('lease expired: relay %s stopped renewing it during attempt %s',
+        coalesce(e.lease_owner, '?'), e.attempt - e.attempt_base),
+    lease_until = NULL,
+    lease_owner = NULL
+FROM expired
+WHERE e.id = expired.id
+RETURNING e.id, e.topic, e.queue, e.state`
+
+// sqlDeleteFinished deletes up to $3 entries in state $1 that finished more
+// than $4 microseconds before $2 (nullable now).
+const sqlDeleteFinished = `
+WITH doomed AS (
+	SELECT id FROM outbox_entries
+	WHERE state = $1::text
+	  AND finished_at < coalesce($2::timestamptz, now()) - $4::bigint * interval '1 microsecond'
+	ORDER BY finished_at
+	LIMIT $3
+	FOR UPDATE SKIP LOCKED
+)
+DELETE FROM outbox_entries e USING doomed WHERE e.id = doomed.id`
+
+// sqlDeleteProcessedKeys deletes up to $2 processed keys recorded more than
+// $3 microseconds before $1 (nullable now).
+const sqlDeleteProcessedKeys = `
+DELETE FROM outbox_processed_keys k
+WHERE (k.scope, k.key) IN (
+	SELECT scope, key FROM outbox_processed_keys
+	WHERE processed_at < coalesce($1::timestamptz, now()) - $3::bigint * interval '1 microsecond'
+	ORDER BY processed_at
+	LIMIT $2
+	FOR UPDATE SKIP LOCKED)`
+
+// sqlUnhandled lists topics and queues of due pending entries that no
+// handler in $1/$2 takes, looking at a bounded sample.
+const sqlUnhandled = `
+SELECT topic, queue, count(*) FROM (
+	SELECT topic, queue FROM outbox_entries
+	WHERE state = 'pending'
+	  AND run_at <= coalesce($3::timestamptz, now()) - $4::bigint * interval '1 microsecond'
+	  AND NOT (topic = ANY($1::text[]) AND queue = ANY($2::text[]))
+	LIMIT 1000
+) s
+GROUP BY topic, queue
+ORDER BY topic, queue`
+
+// sqlCheckSchema fails with undefined_table when migrations have not run.
+const sqlCheckSchema = `SELECT count(*) FROM (SELECT 1 FROM outbox_entries LIMIT 0) a, (SELECT 1 FROM outbox_processed_keys LIMIT 0) b`

@@ -1,0 +1,299 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// DBTX is what the store needs from a pool, a connection or a transaction.
+type DBTX interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// ErrNotMigrated is returned by CheckSchema when the outbox tables are missing.
+var ErrNotMigrated = errors.New("txoutbox tables not found: run the migrations first (migrations.Up or `txoutbox migrate up`)")
+
+// State values as stored.
+const (
+	StatePending = "pending"
+	StateRunning = "running"
+	StateDone    = "done"
+	StateDead    = "dead"
+)
+
+// Claimed is one entry as returned by Claim.
+type Claimed struct {
+	ID          int64
+	Topic       string
+	Key         string
+	OrderingKey *string
+	Queue       string
+	Priority    int16
+	Attempt     int32 // the fencing token: claims so far, never decreasing
+	AttemptBase int32 // claims that do not count against MaxAttempts
+	MaxAttempts int32
+	Payload     []byte
+	Headers     []byte
+	CreatedAt   time.Time
+	RunAt       time.Time
+	Processed   bool // the topic+key is already in outbox_processed_keys
+}
+
+// EffectiveAttempt is the attempt number that counts against MaxAttempts,
+// starting at 1.
+func (c *Claimed) EffectiveAttempt() int { return int(c.Attempt - c.AttemptBase) }
+
+// ClaimParams selects and leases entries.
+type ClaimParams struct {
+	Queue       string
+	Topics      []string
+	Limit       int
+	Lease       time.Duration
+	Owner       string
+	Now         *time.Time
+	BlockOnDead bool
+}
+
+func micros(d time.Duration) int64 { return d.Microseconds() }
+
+// Claim leases up to p.Limit runnable entries in one short transaction (the
+// statement itself) and returns them.
+func Claim(ctx context.Context, db DBTX, p ClaimParams) ([]Claimed, error) {
+	rows, err := db.Query(ctx, sqlClaim, p.Queue, p.Topics, p.Now, p.Limit, micros(p.Lease), p.Owner, p.BlockOnDead)
+	if err != nil {
+		return nil, fmt.Errorf("claim: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Claimed, error) {
+		var c Claimed
+		err := row.Scan(&c.ID, &c.Topic, &c.Key, &c.OrderingKey, &c.Queue, &c.Priority,
+			&c.Attempt, &c.AttemptBase, &c.MaxAttempts, &c.Payload, &c.Headers,
+			&c.CreatedAt, &c.RunAt, &c.Processed)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim: %w", err)
+	}
+	return out, nil
+}
+
+// Outcome is the result of one attempt, to be applied by Complete.
+type Outcome struct {
+	ID        int64
+	Attempt   int32  // fencing token from Claimed.Attempt
+	State     string // StateDone, StatePending (retry or hand-back) or StateDead
+	Delay     time.Duration
+	Error     *string
+	Result    []byte // JSON or nil
+	Handback  bool   // give the attempt back: it does not count
+	RecordKey bool   // with StateDone: record topic+key as processed
+}
+
+// Complete applies outcomes in one statement and returns the ids that were
+// applied; the others were fenced off (their lease was lost).
+func Complete(ctx context.Context, db DBTX, now *time.Time, outs []Outcome) (map[int64]bool, error) {
+	n := len(outs)
+	ids := make([]int64, n)
+	attempts := make([]int32, n)
+	states := make([]string, n)
+	delays := make([]int64, n)
+	errs := make([]*string, n)
+	results := make([]*string, n)
+	handbacks := make([]bool, n)
+	recordKeys := make([]bool, n)
+	for i, o := range outs {
+		ids[i], attempts[i], states[i] = o.ID, o.Attempt, o.State
+		delays[i], errs[i], handbacks[i], recordKeys[i] = micros(o.Delay), o.Error, o.Handback, o.RecordKey
+		if o.Result != nil {
+			s := string(o.Result)
+			results[i] = &s
+		}
+	}
+	rows, err := db.Query(ctx, sqlComplete, now, ids, attempts, states, delays, errs, results, handbacks, recordKeys)
+	if err != nil {
+		return nil, fmt.Errorf("complete: %w", err)
+	}
+	applied, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("complete: %w", err)
+	}
+	m := make(map[int64]bool, len(applied))
+	for _, id := range applied {
+		m[id] = true
+	}
+	return m, nil
+}
+
+// CompleteOneTx marks one entry done inside tx, fenced by attempt. It
+// reports false when the lease was lost; the caller must then roll back.
+func CompleteOneTx(ctx context.Context, tx DBTX, now *time.Time, id int64, attempt int32, result []byte) (bool, error) {
+	var res *string
+	if result != nil {
+		s := string(result)
+		res = &s
+	}
+	tag, err := tx.Exec(ctx, sqlCompleteOne, now, id, attempt, res)
+	if err != nil {
+		return false, fmt.Errorf("complete: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// MarkProcessed records scope+key as processed and reports whether it was
+// new. Inside a transaction the insert also locks the key until commit.
+func MarkProcessed(ctx context.Context, db DBTX, now *time.Time, scope, key string, entryID int64, result []byte) (bool, error) {
+	var res *string
+	if result != nil {
+		s := string(result)
+		res = &s
+	}
+	var inserted bool
+	err := db.QueryRow(ctx, sqlMarkProcessed, now, scope, key, entryID, res).Scan(&inserted)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("mark processed: %w", err)
+	}
+	return inserted, nil
+}
+
+// SetProcessedResult stores result on an existing processed key.
+func SetProcessedResult(ctx context.Context, db DBTX, scope, key string, result []byte) error {
+	var res *string
+	if result != nil {
+		s := string(result)
+		res = &s
+	}
+	if _, err := db.Exec(ctx, sqlSetProcessedResult, scope, key, res); err != nil {
+		return fmt.Errorf("set processed result: %w", err)
+	}
+	return nil
+}
+
+// IsProcessed reports whether scope+key is recorded as processed.
+func IsProcessed(ctx context.Context, db DBTX, scope, key string) (bool, error) {
+	var ok bool
+	if err := db.QueryRow(ctx, sqlIsProcessed, scope, key).Scan(&ok); err != nil {
+		return false, fmt.Errorf("is processed: %w", err)
+	}
+	return ok, nil
+}
+
+// Lease names one held lease.
+type Lease struct {
+	ID      int64
+	Attempt int32
+}
+
+// Renew extends the given leases to now+lease and returns those renewed.
+func Renew(ctx context.Context, db DBTX, now *time.Time, lease time.Duration, held []Lease) (map[int64]bool, error) {
+	ids := make([]int64, len(held))
+	attempts := make([]int32, len(held))
+	for i, l := range held {
+		ids[i], attempts[i] = l.ID, l.Attempt
+	}
+	rows, err := db.Query(ctx, sqlRenew, now, micros(lease), ids, attempts)
+	if err != nil {
+		return nil, fmt.Errorf("renew leases: %w", err)
+	}
+	renewed, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("renew leases: %w", err)
+	}
+	m := make(map[int64]bool, len(renewed))
+	for _, id := range renewed {
+		m[id] = true
+	}
+	return m, nil
+}
+
+// Rescued is one entry whose expired lease was taken back.
+type Rescued struct {
+	ID    int64
+	Topic string
+	Queue string
+	State string // pending, or dead when it was the last attempt
+}
+
+// Rescue takes back up to limit expired leases.
+func Rescue(ctx context.Context, db DBTX, now *time.Time, limit int) ([]Rescued, error) {
+	rows, err := db.Query(ctx, sqlRescue, now, limit)
+	if err != nil {
+		return nil, fmt.Errorf("rescue: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Rescued, error) {
+		var r Rescued
+		err := row.Scan(&r.ID, &r.Topic, &r.Queue, &r.State)
+		return r, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rescue: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteFinished deletes up to limit entries in state (done or dead) that
+// finished more than age ago, and returns how many it deleted.
+func DeleteFinished(ctx context.Context, db DBTX, now *time.Time, state string, age time.Duration, limit int) (int64, error) {
+	tag, err := db.Exec(ctx, sqlDeleteFinished, state, now, limit, micros(age))
+	if err != nil {
+		return 0, fmt.Errorf("delete %s entries: %w", state, err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// DeleteProcessedKeys deletes up to limit processed keys recorded more than
+// age ago.
+func DeleteProcessedKeys(ctx context.Context, db DBTX, now *time.Time, age time.Duration, limit int) (int64, error) {
+	tag, err := db.Exec(ctx, sqlDeleteProcessedKeys, now, limit, micros(age))
+	if err != nil {
+		return 0, fmt.Errorf("delete processed keys: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// Unhandled is a topic and queue with due pending entries no handler takes.
+type Unhandled struct {
+	Topic string
+	Queue string
+	Count int64 // within a bounded sample
+}
+
+// FindUnhandled lists topics/queues of pending entries due for longer than
+// age that the given topics and queues do not cover.
+func FindUnhandled(ctx context.Context, db DBTX, now *time.Time, topics, queues []string, age time.Duration) ([]Unhandled, error) {
+	rows, err := db.Query(ctx, sqlUnhandled, topics, queues, now, micros(age))
+	if err != nil {
+		return nil, fmt.Errorf("find unhandled: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Unhandled, error) {
+		var u Unhandled
+		err := row.Scan(&u.Topic, &u.Queue, &u.Count)
+		return u, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("find unhandled: %w", err)
+	}
+	return out, nil
+}
+
+// CheckSchema verifies that the outbox tables exist.
+func CheckSchema(ctx context.Context, db DBTX) error {
+	var n int64
+	err := db.QueryRow(ctx, sqlCheckSchema).Scan(&n)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
+		return fmt.Errorf("%w (%s)", ErrNotMigrated, pgErr.Message)
+	}
+	if err != nil {
+		return fmt.Errorf("check schema: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+package outbox
+
+// All SQL of the producer side lives in this file, to be reviewed as SQL.
+
+// sqlInsertOne inserts one entry. On a topic+key conflict it returns the
+// existing entry's id with dup = true; it returns NULLs when the conflicting
+// entry committed after this statement's snapshot (the caller then reads it
+// with sqlSelectIDByKey).
+const sqlInsertOne = `
+WITH ins AS (
+	INSERT INTO outbox_entries
+		(topic, payload, key, ordering_key, queue, priority, max_attempts, run_at, headers)
+	VALUES (
+		$1::text, $2::jsonb, coalesce($3::text, gen_random_uuid()::text), $4::text, $5::text,
+		$6::smallint, $7::int,
+		coalesce($8::timestamptz, now() + $9::bigint * interval '1 microsecond'),
+		$10::jsonb)
+	ON CONFLICT (topic, key) DO NOTHING
+	RETURNING id
+)
+SELECT (SELECT id FROM ins), false
+UNION ALL
+SELECT e.id, true FROM outbox_entries e
+WHERE e.topic = $1::text AND e.key = $3::text AND NOT EXISTS (SELECT FROM ins)
+LIMIT 1`
+
+const sqlSelectIDByKey = `SELECT id FROM outbox_entries WHERE topic = $1 AND key = $2`
+
+// sqlInsertBatch inserts many entries from parallel arrays in one statement
+// and returns, as JSON, one {ord, id, dup} object per input, in input order.
+const sqlInsertBatch = `
+WITH input AS MATERIALIZED (
+	SELECT t.ord, t.topic, t.payload::jsonb AS payload,
+		coalesce(t.key, gen_random_uuid()::text) AS key,
+		t.ordering_key, t.queue, t.priority, t.max_attempts,
+		coalesce(t.run_at, now() + t.delay_us * interval '1 microsecond') AS run_at,
+		t.headers::jsonb AS headers
+	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+		$6::smallint[], $7::int[], $8::timestamptz[], $9::bigint[], $10::text[])
+		WITH ORDINALITY AS t(topic, payload, key, ordering_key, queue,
+			priority, max_attempts, run_at, delay_us, headers, ord)
+),
+ins AS (
+	INSERT INTO outbox_entries
+		(topic, payload, key, ordering_key, queue, priority, max_attempts, run_at, headers)
+	SELECT topic, payload, key, ordering_key, queue, priority, max_attempts, run_at, headers
+	FROM input ORDER BY ord
+	ON CONFLICT (topic, key) DO NOTHING
+	RETURNING id, topic, key
+),
+firsts AS (
+	SELECT DISTINCT ON (topic, key) ord, topic, key FROM input ORDER BY topic, key, ord
+)
+SELECT coalesce(json_agg(json_build_object(
+		'ord', i.ord,
+		'id', coalesce(ins.id, e.id),
+		'dup', NOT (ins.id IS NOT NULL AND f.ord = i.ord))
+	ORDER BY i.ord), '[]')::text
+FROM input i
+LEFT JOIN ins ON ins.topic = i.topic AND ins.key = i.key
+LEFT JOIN firsts f ON f.topic = i.topic AND f.key = i.key
+LEFT JOIN outbox_entries e ON ins.id IS NULL AND e.topic = i.topic AND e.key = i.key`
+
+// entryColumns is the JSON object every read of an entry returns.
+const entryJSON = `json_build_object(
+	'id', e.id, 'topic', e.topic, 'key', e.key, 'ordering_key', e.ordering_key,
+	'queue', e.queue, 'priority', e.priority, 'state', e.state,
+	'attempt', e.attempt - e.attempt_base, 'max_attempts', e.max_attempts,
+	'run_at', e.run_at, 'lease_until', e.lease_until, 'lease_owner', e.lease_owner,
+	'last_error', e.last_error, 'headers', e.headers, 'result', e.result,
+	'payload', e.payload, 'created_at', e.created_at, 'finished_at', e.finished_at)`
+
+const sqlGetByID = `SELECT ` + entryJSON + `::text FROM outbox_entries e WHERE e.id = $1`
+
+const sqlGetByKey = `SELECT ` + entryJSON + `::text FROM outbox_entries e WHERE e.topic = $1 AND e.key = $2`
+
+// sqlListDead lists dead entries, newest first, optionally of one topic,
+// with keyset pagination on id.
+const sqlListDead = `
+SELECT coalesce(json_agg(x.j ORDER BY x.id DESC), '[]')::text FROM (
+	SELECT e.id, ` + entryJSON + ` AS j
+	FROM outbox_entries e
+	WHERE e.state = 'dead'
+	  AND ($1::text IS NULL OR e.topic = $1::text)
+	  AND ($2::bigint IS NULL OR e.id < $2::bigint)
+	ORDER BY e.id DESC
+	LIMIT $3
+) x`
+
+// sqlReplay returns dead entries to pending with a fresh set of attempts
+// (attempt_base catches up with attempt, so the fencing token keeps
+// growing), and wakes relays for each affected queue.
+const sqlReplay = `
+WITH upd AS (
+	UPDATE outbox_entries e
+	SET state = 'pending', attempt_base = e.attempt, run_at = now(),
+	    finished_at = NULL, lease_until = NULL, lease_owner = NULL
+	WHERE e.state = 'dead'
+	  AND (($1::bigint[] IS NOT NULL AND e.id = ANY($1::bigint[]))
+	    OR ($2::text IS NOT NULL AND e.topic = $2::text)
+	    OR ($3::bool AND $1::bigint[] IS NULL AND $2::text IS NULL))
+	RETURNING e.id, e.queue
+),
+woken AS (
+	SELECT pg_notify('txoutbox', q.queue) FROM (SELECT DISTINCT queue FROM upd) q
+)
+SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM woken)`
+
+// sqlDiscard deletes dead entries.
+const sqlDiscard = `
+WITH del AS (
+	DELETE FROM outbox_entries e
+	WHERE e.state = 'dead'
+	  AND (($1::bigint[] IS NOT NULL AND e.id = ANY($1::bigint[]))
+	    OR ($2::text IS NOT NULL AND e.topic = $2::text)
+	    OR ($3::bool AND $1::bigint[] IS NULL AND $2::text IS NULL))
+	RETURNING 1
+)
+SELECT count(*) FROM del`

@@ -1,0 +1,277 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"github.com/txoutbox/txoutbox/internal/store"
+)
+
+// maxErrorLen bounds the error text stored in last_error.
+const maxErrorLen = 4096
+
+// completion is an attempt's outcome on its way to the completer.
+type completion struct {
+	out     store.Outcome
+	lease   *leaseEntry
+	queue   *queue
+	claimed *store.Claimed
+	event   Event // emitted once the outcome is written
+}
+
+// errFenced reports that a transactional handler's completion found its
+// lease gone; everything it wrote was rolled back.
+var errFenced = errors.New("lease lost before completion; rolled back")
+
+// execute runs one claimed entry and submits its outcome.
+func (r *Relay) execute(q *queue, c *store.Claimed, le *leaseEntry) {
+	defer r.release(q)
+	h := r.cfg.Handlers.byTopic[c.Topic]
+	base := Event{Queue: c.Queue, Topic: c.Topic, EntryID: c.ID, Attempt: c.EffectiveAttempt()}
+
+	if h == nil { // not possible: claims filter by registered topics
+		r.submit(r.decide(nil, c, le, Permanent(fmt.Errorf("no handler for topic %q", c.Topic)), nil, base))
+		return
+	}
+	dedupe := !h.opts.noDedupe
+	if dedupe && c.Processed {
+		e := base
+		e.Kind = EventSkipped
+		r.submit(completion{out: store.Outcome{ID: c.ID, Attempt: c.Attempt, State: store.StateDone}, lease: le, queue: q, claimed: c, event: e})
+		return
+	}
+	if len(c.Payload) > r.cfg.MaxPayloadBytes {
+		err := Permanent(fmt.Errorf("%w: %d bytes, over the relay's limit of %d", ErrPayloadTooLarge, len(c.Payload), r.cfg.MaxPayloadBytes))
+		r.submit(r.decide(h, c, le, err, nil, base))
+		return
+	}
+
+	timeout := r.cfg.HandlerTimeout
+	if h.opts.timeout > 0 {
+		timeout = h.opts.timeout
+	}
+	ctx, cancel := context.WithTimeoutCause(le.ctx, timeout, ErrHandlerTimeout)
+	defer cancel()
+
+	started := base
+	started.Kind = EventStarted
+	r.observe(started)
+	start := time.Now()
+	run := &attemptRun{claimed: c}
+	var err error
+	if h.tx {
+		var finished bool
+		finished, err = r.runTx(ctx, h, run, le, dedupe)
+		base.Duration = time.Since(start)
+		if finished {
+			r.leases.remove(le)
+			e := base
+			e.Kind = EventDone
+			if errors.Is(err, errSkipped) {
+				e.Kind = EventSkipped
+			}
+			r.observe(e)
+			r.wakeAfter(q, c, 0, store.StateDone)
+			return
+		}
+		if errors.Is(err, errFenced) {
+			r.leases.remove(le)
+			e := base
+			e.Kind = EventFenced
+			e.Err = err
+			r.observe(e)
+			return
+		}
+	} else {
+		err = r.invoke(ctx, h, run)
+		base.Duration = time.Since(start)
+	}
+	r.submit(r.decide(h, c, le, err, run.result, base))
+}
+
+// release frees q's worker slot.
+func (r *Relay) release(q *queue) {
+	<-q.slots
+	q.signal(q.freed)
+	r.inflight.Done()
+}
+
+// handBack returns an entry claimed during shutdown without running it.
+func (r *Relay) handBack(q *queue, c *store.Claimed, le *leaseEntry) {
+	defer r.release(q)
+	r.submit(completion{
+		out:     store.Outcome{ID: c.ID, Attempt: c.Attempt, State: store.StatePending, Handback: true},
+		lease:   le,
+		queue:   q,
+		claimed: c,
+		event:   Event{Kind: EventHandedBack, Queue: c.Queue, Topic: c.Topic, EntryID: c.ID, Attempt: c.EffectiveAttempt()},
+	})
+}
+
+// invoke calls the handler, turning a panic into a *PanicError.
+func (r *Relay) invoke(ctx context.Context, h *handler, run *attemptRun) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			pe := &PanicError{Value: v, Stack: string(debug.Stack())}
+			r.log.Error("txoutbox: handler panicked", "topic", h.topic, "entry", run.claimed.ID, "panic", v, "stack", pe.Stack)
+			err = pe
+		}
+	}()
+	return h.invoke(ctx, run)
+}
+
+// errSkipped reports that a transactional entry's key was already processed.
+var errSkipped = errors.New("already processed")
+
+// runTx runs a transactional handler. finished reports that the entry's
+// completion committed with the handler's writes (err is then nil or
+// errSkipped); otherwise err says why nothing was committed.
+func (r *Relay) runTx(ctx context.Context, h *handler, run *attemptRun, le *leaseEntry, dedupe bool) (finished bool, err error) {
+	c := run.claimed
+	tx, err := r.pool.Begin(ctx)
+	if err != nil {
+		return false, fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		rbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tx.Rollback(rbCtx) // no-op after a commit
+	}()
+	skipped := false
+	if dedupe {
+		fresh, err := store.MarkProcessed(ctx, tx, r.now(), c.Topic, c.Key, c.ID, nil)
+		if err != nil {
+			return false, err
+		}
+		skipped = !fresh
+	}
+	if !skipped {
+		run.tx = tx
+		if err := r.invoke(ctx, h, run); err != nil {
+			return false, err
+		}
+		if run.result != nil && dedupe {
+			if err := store.SetProcessedResult(ctx, tx, c.Topic, c.Key, run.result); err != nil {
+				return false, err
+			}
+		}
+	}
+	// From here on the lease must not be renewed (the row is ours to
+	// update) and the handler's cancellation must not abort the commit.
+	r.leases.setFinishing(le)
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	ok, err := store.CompleteOneTx(fctx, tx, r.now(), c.ID, c.Attempt, run.result)
+	if err != nil {
+		return false, err
+	}
+	if !ok {
+		return false, errFenced
+	}
+	if err := tx.Commit(fctx); err != nil {
+		// If the commit did happen, the retry outcome is fenced off by the
+		// state check; if not, the entry is retried. Either way it is safe.
+		return false, fmt.Errorf("commit: %w", err)
+	}
+	if skipped {
+		return true, errSkipped
+	}
+	return true, nil
+}
+
+// decide turns an attempt's error into an outcome.
+func (r *Relay) decide(h *handler, c *store.Claimed, le *leaseEntry, err error, result []byte, ev Event) completion {
+	out := store.Outcome{ID: c.ID, Attempt: c.Attempt}
+	comp := completion{lease: le, claimed: c, queue: r.queues[c.Queue]}
+	if err == nil {
+		out.State = store.StateDone
+		out.Result = result
+		out.RecordKey = h != nil && !h.opts.noDedupe
+		ev.Kind = EventDone
+		comp.out, comp.event = out, ev
+		return comp
+	}
+	ev.Err = err
+	msg := truncate(err.Error())
+	out.Error = &msg
+	if errors.Is(context.Cause(le.ctx), ErrShutdown) {
+		out.State = store.StatePending
+		out.Handback = true
+		out.Error = nil
+		ev.Kind = EventHandedBack
+		comp.out, comp.event = out, ev
+		return comp
+	}
+	var perm *PermanentError
+	var dec *DecodeError
+	attempt := c.EffectiveAttempt()
+	switch {
+	case errors.As(err, &perm), errors.As(err, &dec):
+		out.State = store.StateDead
+		ev.Kind = EventDead
+	case attempt >= int(c.MaxAttempts):
+		out.State = store.StateDead
+		msg = truncate(fmt.Sprintf("attempt %d of %d failed: %s", attempt, c.MaxAttempts, err))
+		out.Error = &msg
+		ev.Kind = EventDead
+	default:
+		var after *RetryAfterError
+		var delay time.Duration
+		if errors.As(err, &after) {
+			delay = after.After
+		} else {
+			policy := r.cfg.RetryPolicy
+			if h != nil && h.opts.retry != nil {
+				policy = h.opts.retry
+			}
+			delay = max(policy.RetryDelay(attempt, err), 0)
+		}
+		out.State = store.StatePending
+		out.Delay = delay
+		ev.Kind = EventRetry
+		ev.RetryIn = delay
+	}
+	if ev.Kind == EventDead {
+		r.log.Warn("txoutbox: entry dead-lettered", "topic", c.Topic, "entry", c.ID, "attempt", attempt, "error", msg)
+	}
+	comp.out, comp.event = out, ev
+	return comp
+}
+
+func truncate(s string) string {
+	if len(s) <= maxErrorLen {
+		return s
+	}
+	return s[:maxErrorLen-3] + "..."
+}
+
+// submit hands an outcome to the completer; if the completer has already
+// stopped (a handler that outlived shutdown), the outcome is dropped and the
+// lease will expire.
+func (r *Relay) submit(c completion) {
+	select {
+	case r.completions <- c:
+	case <-r.completerDone:
+	}
+}
+
+// wakeAfter nudges the entry's queue when its outcome may make more work
+// runnable soon: the next entry of its ordering key, or a near retry.
+func (r *Relay) wakeAfter(q *queue, c *store.Claimed, delay time.Duration, state string) {
+	if q == nil {
+		return
+	}
+	switch {
+	case state == store.StatePending && delay < r.cfg.PollInterval:
+		if delay <= 0 {
+			q.signal(q.wake)
+			return
+		}
+		time.AfterFunc(delay, func() { q.signal(q.wake) })
+	case c.OrderingKey != nil:
+		q.signal(q.wake)
+	}
+}

@@ -1,0 +1,134 @@
+package relay
+
+import (
+	"context"
+	"time"
+
+	"github.com/txoutbox/txoutbox/internal/store"
+)
+
+// maxBatchesPerRun bounds one retention or rescue run.
+const maxBatchesPerRun = 100
+
+// maintenanceLoop rescues expired leases and applies retention until ctx is
+// done. Every relay runs it; the statements use SKIP LOCKED, so concurrent
+// relays share the work instead of blocking each other.
+func (r *Relay) maintenanceLoop(ctx context.Context) {
+	rescue := time.NewTicker(r.cfg.RescueInterval)
+	defer rescue.Stop()
+	var retention <-chan time.Time
+	if r.cfg.RetentionInterval > 0 {
+		t := time.NewTicker(r.cfg.RetentionInterval)
+		defer t.Stop()
+		retention = t.C
+	}
+	r.rescue(ctx) // entries orphaned by a crash before this start
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-rescue.C:
+			r.rescue(ctx)
+		case <-retention:
+			r.retain(ctx)
+			r.reportUnhandled(ctx)
+		}
+	}
+}
+
+func (r *Relay) rescue(ctx context.Context) {
+	for range maxBatchesPerRun {
+		got, err := store.Rescue(ctx, r.pool, r.now(), r.cfg.RetentionBatchSize)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.observe(Event{Kind: EventError, Err: err})
+				r.log.Warn("txoutbox: rescuing expired leases failed", "error", err)
+			}
+			return
+		}
+		for _, x := range got {
+			kind := EventRescued
+			if x.State == store.StateDead {
+				kind = EventDead
+			}
+			r.observe(Event{Kind: kind, Queue: x.Queue, Topic: x.Topic, EntryID: x.ID, Count: 1})
+			if q, ok := r.queues[x.Queue]; ok {
+				q.signal(q.wake)
+			}
+		}
+		if len(got) > 0 {
+			r.log.Info("txoutbox: took back expired leases", "count", len(got))
+		}
+		if len(got) < r.cfg.RetentionBatchSize {
+			return
+		}
+	}
+}
+
+// Retention applies the configured retention once: done entries, dead
+// entries and processed keys older than their retention are deleted in
+// bounded batches. The relay runs it every RetentionInterval; it is exported
+// for operators and tests that want it now.
+func (r *Relay) Retention(ctx context.Context) (deleted int64, err error) {
+	steps := []struct {
+		what string
+		do   func() (int64, error)
+	}{
+		{"done", func() (int64, error) {
+			return store.DeleteFinished(ctx, r.pool, r.now(), store.StateDone, r.cfg.DoneRetention, r.cfg.RetentionBatchSize)
+		}},
+		{"dead", func() (int64, error) {
+			return store.DeleteFinished(ctx, r.pool, r.now(), store.StateDead, r.cfg.DeadRetention, r.cfg.RetentionBatchSize)
+		}},
+		{"processed_keys", func() (int64, error) {
+			return store.DeleteProcessedKeys(ctx, r.pool, r.now(), r.cfg.ProcessedKeyRetention, r.cfg.RetentionBatchSize)
+		}},
+	}
+	for _, s := range steps {
+		var total int64
+		for range maxBatchesPerRun {
+			n, err := s.do()
+			if err != nil {
+				return deleted, err
+			}
+			total += n
+			if n < int64(r.cfg.RetentionBatchSize) {
+				break
+			}
+		}
+		if total > 0 {
+			r.observe(Event{Kind: EventDeleted, Topic: s.what, Count: int(total)})
+		}
+		deleted += total
+	}
+	return deleted, nil
+}
+
+func (r *Relay) retain(ctx context.Context) {
+	n, err := r.Retention(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.observe(Event{Kind: EventError, Err: err})
+			r.log.Warn("txoutbox: retention failed", "error", err)
+		}
+		return
+	}
+	if n > 0 {
+		r.log.Debug("txoutbox: retention deleted rows", "count", n)
+	}
+}
+
+// reportUnhandled warns about due entries no relay here can take: a topic
+// without a handler or a queue not served. They stay pending, untouched,
+// until a relay that handles them runs.
+func (r *Relay) reportUnhandled(ctx context.Context) {
+	got, err := store.FindUnhandled(ctx, r.pool, r.now(), r.topics, r.cfg.queueNames(), r.cfg.RetentionInterval)
+	if err != nil {
+		return
+	}
+	for _, u := range got {
+		r.observe(Event{Kind: EventUnhandled, Topic: u.Topic, Queue: u.Queue, Count: int(u.Count)})
+		r.log.Warn("txoutbox: pending entries that this relay has no handler or queue for",
+			"topic", u.Topic, "queue", u.Queue, "count", u.Count)
+	}
+}

@@ -1,0 +1,306 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/txoutbox/txoutbox/internal/notifier"
+	"github.com/txoutbox/txoutbox/internal/store"
+)
+
+// NotifyChannel is the Postgres channel that the schema's insert trigger
+// notifies, with the queue name as payload.
+const NotifyChannel = "txoutbox"
+
+// Relay claims committed outbox entries and dispatches them to handlers.
+// Create it with New and run it with Run. Any number of relays — goroutines,
+// processes, machines — may run against one database at once.
+type Relay struct {
+	cfg    Config
+	pool   *pgxpool.Pool
+	log    *slog.Logger
+	topics []string
+	queues map[string]*queue
+
+	running  atomic.Bool
+	listener *notifier.Listener
+
+	// per Run
+	workCtx       context.Context
+	leases        *leaseTable
+	completions   chan completion
+	completerDone chan struct{}
+	inflight      sync.WaitGroup
+	writeMu       sync.Mutex // serialises batch completion and lease renewal
+}
+
+// queue is one queue's worker pool and wake-up signals.
+type queue struct {
+	name  string
+	slots chan struct{} // one token per running handler
+	wake  chan struct{} // notification or local hint: claim now
+	freed chan struct{} // a slot was freed
+}
+
+func (q *queue) signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// New validates cfg and returns a relay over pool. The pool should allow
+// a few connections more than the relay uses at once: one per queue's claim
+// loop, one for completions and renewals, one for maintenance, and one per
+// transactional handler running; LISTEN uses its own connection.
+func New(pool *pgxpool.Pool, cfg Config) (*Relay, error) {
+	if pool == nil {
+		return nil, configErr("pool", "nil *pgxpool.Pool")
+	}
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	r := &Relay{
+		cfg:    c,
+		pool:   pool,
+		log:    c.Logger.With("relay", c.ID),
+		topics: c.Handlers.Topics(),
+		queues: make(map[string]*queue, len(c.Queues)),
+	}
+	for name, qc := range c.Queues {
+		r.queues[name] = &queue{
+			name:  name,
+			slots: make(chan struct{}, qc.MaxWorkers),
+			wake:  make(chan struct{}, 1),
+			freed: make(chan struct{}, 1),
+		}
+	}
+	if !c.DisableListen {
+		l, err := notifier.New(notifier.Config{
+			ConnConfig: pool.Config().ConnConfig,
+			Channel:    NotifyChannel,
+			Logger:     r.log,
+			OnNotify: func(payload string) {
+				if q, ok := r.queues[payload]; ok {
+					q.signal(q.wake)
+				}
+			},
+			OnConnect: func() {
+				r.observe(Event{Kind: EventListenerUp})
+				r.wakeAll()
+			},
+			OnDisconnect: func(err error) {
+				r.observe(Event{Kind: EventListenerDown, Err: err})
+			},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("relay: %w", err)
+		}
+		r.listener = l
+	}
+	return r, nil
+}
+
+// ID returns the relay's name as recorded in lease_owner.
+func (r *Relay) ID() string { return r.cfg.ID }
+
+// ListenerConnected reports whether the LISTEN connection is up (always
+// false with DisableListen). Useful for readiness checks.
+func (r *Relay) ListenerConnected() bool {
+	return r.listener != nil && r.listener.Connected()
+}
+
+func (r *Relay) wakeAll() {
+	for _, q := range r.queues {
+		q.signal(q.wake)
+	}
+}
+
+func (r *Relay) observe(e Event) {
+	if r.cfg.Observer != nil {
+		r.cfg.Observer.Observe(e)
+	}
+}
+
+func (r *Relay) now() *time.Time {
+	if r.cfg.Now == nil {
+		return nil
+	}
+	t := r.cfg.Now()
+	return &t
+}
+
+// Run runs the relay until ctx is done, then shuts down gracefully: it stops
+// claiming, waits up to Config.ShutdownTimeout for running handlers, cancels
+// the rest with cause ErrShutdown and hands their entries back without
+// counting the attempt, flushes completions, and returns nil. It returns an
+// error at once when the database cannot be reached or is not migrated.
+func (r *Relay) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return ErrAlreadyRunning
+	}
+	defer r.running.Store(false)
+
+	checkCtx, cancelCheck := context.WithTimeout(ctx, 30*time.Second)
+	err := store.CheckSchema(checkCtx, r.pool)
+	cancelCheck()
+	if errors.Is(err, store.ErrNotMigrated) {
+		return fmt.Errorf("%w: %v", ErrNotMigrated, err)
+	}
+	if err != nil {
+		return fmt.Errorf("relay: database not usable: %w", err)
+	}
+
+	workCtx, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelWork(context.Canceled)
+	total := 0
+	for _, qc := range r.cfg.Queues {
+		total += qc.MaxWorkers
+	}
+	r.workCtx = workCtx
+	r.leases = newLeaseTable()
+	r.completions = make(chan completion, total)
+	r.completerDone = make(chan struct{})
+
+	var loops sync.WaitGroup
+	if r.listener != nil {
+		loops.Go(func() { r.listener.Run(ctx) })
+	}
+	for _, q := range r.queues {
+		loops.Go(func() { r.claimLoop(ctx, q) })
+	}
+	loops.Go(func() { r.maintenanceLoop(ctx) })
+
+	stopHeartbeat := make(chan struct{})
+	heartbeatDone := make(chan struct{})
+	go func() { defer close(heartbeatDone); r.heartbeatLoop(stopHeartbeat) }()
+	stopCompleter := make(chan struct{})
+	go r.completerLoop(stopCompleter)
+
+	r.log.Info("txoutbox: relay started", "topics", r.topics, "queues", r.cfg.queueNames())
+	<-ctx.Done()
+	r.log.Info("txoutbox: relay stopping", "shutdown_timeout", r.cfg.ShutdownTimeout)
+
+	loops.Wait() // no more claims
+	if !waitGroupTimeout(&r.inflight, r.cfg.ShutdownTimeout) {
+		cancelWork(ErrShutdown)
+		if !waitGroupTimeout(&r.inflight, handbackGrace) {
+			r.log.Warn("txoutbox: handlers still running after cancellation; their leases will expire and other relays will retry them",
+				"running", r.leases.len())
+		}
+	}
+	close(stopCompleter)
+	<-r.completerDone
+	close(stopHeartbeat)
+	<-heartbeatDone
+	r.log.Info("txoutbox: relay stopped")
+	return nil
+}
+
+// handbackGrace is how long shutdown waits for cancelled handlers to return.
+const handbackGrace = 5 * time.Second
+
+func waitGroupTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// claimLoop claims entries of q whenever it has free workers and is woken
+// (notification, poll tick, freed worker after a full pool, local hint).
+func (r *Relay) claimLoop(ctx context.Context, q *queue) {
+	poll := time.NewTicker(r.cfg.PollInterval)
+	defer poll.Stop()
+	failing := false
+	for {
+		full := false
+		for ctx.Err() == nil {
+			free := cap(q.slots) - len(q.slots)
+			if free <= 0 {
+				full = true
+				break
+			}
+			n := min(free, r.cfg.ClaimBatchSize)
+			got, err := r.claim(ctx, q, n)
+			if err != nil {
+				r.observe(Event{Kind: EventError, Queue: q.name, Err: err})
+				if !failing {
+					r.log.Warn("txoutbox: claim failed; retrying at the next poll", "queue", q.name, "error", err)
+				}
+				failing = true
+				break
+			}
+			if failing {
+				r.log.Info("txoutbox: claiming again", "queue", q.name)
+				failing = false
+			}
+			if got < n {
+				break
+			}
+		}
+		var freed chan struct{}
+		if full {
+			freed = q.freed
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-q.wake:
+		case <-poll.C:
+		case <-freed:
+		}
+	}
+}
+
+// claim claims up to n entries and starts a handler for each. It returns
+// how many it claimed.
+func (r *Relay) claim(ctx context.Context, q *queue, n int) (int, error) {
+	// The claim commits on its own; it is not cancelled by shutdown halfway,
+	// so that no entry ends up leased by a relay that never learned of it.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	claimed, err := store.Claim(cctx, r.pool, store.ClaimParams{
+		Queue:       q.name,
+		Topics:      r.topics,
+		Limit:       n,
+		Lease:       r.cfg.LeaseDuration,
+		Owner:       r.cfg.ID,
+		Now:         r.now(),
+		BlockOnDead: r.cfg.OrderingDeadPolicy == OrderingBlockOnDead,
+	})
+	if err != nil {
+		return 0, err
+	}
+	if len(claimed) == 0 {
+		return 0, nil
+	}
+	r.observe(Event{Kind: EventClaimed, Queue: q.name, Count: len(claimed)})
+	for i := range claimed {
+		c := &claimed[i]
+		q.slots <- struct{}{}
+		r.inflight.Add(1)
+		le := r.leases.add(r.workCtx, c.ID, c.Attempt, r.cfg.LeaseDuration)
+		if ctx.Err() != nil {
+			// Shutting down: give it back untouched.
+			go r.handBack(q, c, le)
+			continue
+		}
+		go r.execute(q, c, le)
+	}
+	return len(claimed), nil
+}
