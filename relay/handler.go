@@ -61,10 +61,9 @@ type TxHandlerFunc[T outbox.Message] func(ctx context.Context, tx pgx.Tx, e *Ent
 type HandlerOption func(*handlerOptions)
 
 type handlerOptions struct {
-	timeout    time.Duration
-	retry      RetryPolicy
-	noDedupe   bool
-	queueCheck string
+	timeout  time.Duration
+	retry    RetryPolicy
+	noDedupe bool
 }
 
 // WithTimeout bounds one attempt of this handler (default

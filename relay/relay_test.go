@@ -1,0 +1,36 @@
+package relay_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/txoutbox/txoutbox/outbox"
+	"github.com/txoutbox/txoutbox/outbox/outboxtest"
+	"github.com/txoutbox/txoutbox/relay"
+)
+
+func TestDeliversCommittedEntries(t *testing.T) {
+	t.Parallel()
+	db := outboxtest.New(t)
+	ev := &events{}
+	sub := ev.subscribe()
+	got := make(chan int, 10)
+	h := relay.NewHandlers()
+	relay.Handle(h, func(ctx context.Context, e *relay.Entry[ping]) error {
+		got <- e.Payload.N
+		return nil
+	})
+	startRelay(t, db.Pool, fastConfig(h, ev))
+	id := enqueue(t, db.Pool, ping{N: 7})
+	waitFor(t, sub, entryKind(id, relay.EventDone))
+	if n := <-got; n != 7 {
+		t.Fatalf("payload %d, want 7", n)
+	}
+	e := getEntry(t, db.Pool, id)
+	if e.State != outbox.StateDone || e.Attempt != 1 || e.FinishedAt == nil {
+		t.Fatalf("entry after success: %+v", e)
+	}
+	if !scalar[bool](t, db.Pool, `SELECT EXISTS (SELECT 1 FROM outbox_processed_keys WHERE scope = $1 AND key = $2 AND entry_id = $3)`, e.Topic, e.Key, id) {
+		t.Fatal("processed key not recorded with the completion")
+	}
+}
