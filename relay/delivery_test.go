@@ -129,8 +129,7 @@ func TestOutOfOrderCommitIsNotSkipped(t *testing.T) {
 	t.Parallel()
 	db := outboxtest.New(t)
 	ctx := context.Background()
-	ev := &events{}
-	sub := ev.subscribe()
+	ev := newEvents()
 	h := relay.NewHandlers()
 	relay.Handle(h, func(context.Context, *relay.Entry[ping]) error { return nil })
 	startRelay(t, db.Pool, fastConfig(h, ev))
@@ -148,11 +147,11 @@ func TestOutOfOrderCommitIsNotSkipped(t *testing.T) {
 	if high <= low.ID {
 		t.Fatalf("ids %d then %d: want the later commit to have the higher id", low.ID, high)
 	}
-	waitFor(t, sub, entryKind(high, relay.EventDone))
+	ev.wait(t, entryKind(high, relay.EventDone))
 	if err := slow.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, sub, entryKind(low.ID, relay.EventDone))
+	ev.wait(t, entryKind(low.ID, relay.EventDone))
 }
 
 // With a 1-hour poll interval, an entry committed while the relay idles can
@@ -160,8 +159,7 @@ func TestOutOfOrderCommitIsNotSkipped(t *testing.T) {
 func TestNotificationWakesIdleRelay(t *testing.T) {
 	t.Parallel()
 	db := outboxtest.New(t)
-	ev := &events{}
-	sub := ev.subscribe()
+	ev := newEvents()
 	h := relay.NewHandlers()
 	started := make(chan time.Time, 1)
 	relay.Handle(h, func(context.Context, *relay.Entry[ping]) error {
@@ -171,7 +169,7 @@ func TestNotificationWakesIdleRelay(t *testing.T) {
 	cfg := fastConfig(h, ev)
 	cfg.PollInterval = time.Hour
 	startRelay(t, db.Pool, cfg)
-	waitFor(t, sub, kindIs(relay.EventListenerUp))
+	ev.wait(t, kindIs(relay.EventListenerUp))
 
 	// A plain SQL insert, as a non-Go producer would write it.
 	committed := time.Now()

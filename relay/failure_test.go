@@ -42,8 +42,7 @@ func TestRetriesFollowPolicy(t *testing.T) {
 	t.Parallel()
 	db := outboxtest.New(t)
 	clock := newFakeClock()
-	ev := &events{}
-	sub := ev.subscribe()
+	ev := newEvents()
 	var calls atomic.Int64
 	h := relay.NewHandlers()
 	relay.Handle(h, func(ctx context.Context, e *relay.Entry[ping]) error {
@@ -67,7 +66,9 @@ func TestRetriesFollowPolicy(t *testing.T) {
 		attempt int
 		delay   time.Duration
 	}{{1, time.Minute}, {2, 2 * time.Minute}} {
-		retry := waitFor(t, sub, entryKind(id, relay.EventRetry))
+		retry := ev.wait(t, func(e relay.Event) bool {
+			return e.EntryID == id && e.Kind == relay.EventRetry && e.Attempt == step.attempt
+		})
 		if retry.Attempt != step.attempt || retry.RetryIn != step.delay {
 			t.Fatalf("retry after attempt %d in %s; want attempt %d in %s", retry.Attempt, retry.RetryIn, step.attempt, step.delay)
 		}
@@ -77,7 +78,7 @@ func TestRetriesFollowPolicy(t *testing.T) {
 		}
 		clock.Advance(step.delay)
 	}
-	done := waitFor(t, sub, entryKind(id, relay.EventDone))
+	done := ev.wait(t, entryKind(id, relay.EventDone))
 	if done.Attempt != 3 || calls.Load() != 3 {
 		t.Fatalf("done on attempt %d after %d calls; want 3", done.Attempt, calls.Load())
 	}
@@ -94,8 +95,7 @@ func TestRetryAfterHintWins(t *testing.T) {
 	t.Parallel()
 	db := outboxtest.New(t)
 	clock := newFakeClock()
-	ev := &events{}
-	sub := ev.subscribe()
+	ev := newEvents()
 	h := relay.NewHandlers()
 	relay.Handle(h, func(ctx context.Context, e *relay.Entry[ping]) error {
 		return relay.RetryAfter(7*time.Minute, errors.New("429 too many requests"))
@@ -104,7 +104,7 @@ func TestRetryAfterHintWins(t *testing.T) {
 	cfg.Now = clock.Now
 	startRelay(t, db.Pool, cfg)
 	id := enqueue(t, db.Pool, ping{})
-	retry := waitFor(t, sub, entryKind(id, relay.EventRetry))
+	retry := ev.wait(t, entryKind(id, relay.EventRetry))
 	if retry.RetryIn != 7*time.Minute {
 		t.Fatalf("retry in %s, want 7m", retry.RetryIn)
 	}
@@ -116,8 +116,7 @@ func TestRetryAfterHintWins(t *testing.T) {
 func TestPermanentDeadLettersAtOnceAndReplayRecovers(t *testing.T) {
 	t.Parallel()
 	db := outboxtest.New(t)
-	ev := &events{}
-	sub := ev.subscribe()
+	ev := newEvents()
 	var fixed atomic.Bool
 	h := relay.NewHandlers()
 	relay.Handle(h, func(ctx context.Context, e *relay.Entry[ping]) error {
@@ -128,7 +127,7 @@ func TestPermanentDeadLettersAtOnceAndReplayRecovers(t *testing.T) {
 	})
 	startRelay(t, db.Pool, fastConfig(h, ev))
 	id := enqueue(t, db.Pool, ping{}, outbox.WithMaxAttempts(5))
-	dead := waitFor(t, sub, entryKind(id, relay.EventDead))
+	dead := ev.wait(t, entryKind(id, relay.EventDead))
 	var perm *relay.PermanentError
 	if dead.Attempt != 1 || !errors.As(dead.Err, &perm) {
 		t.Fatalf("dead after attempt %d with %v; want attempt 1, a *PermanentError", dead.Attempt, dead.Err)
@@ -143,7 +142,7 @@ func TestPermanentDeadLettersAtOnceAndReplayRecovers(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("replay: %d, %v", n, err)
 	}
-	done := waitFor(t, sub, entryKind(id, relay.EventDone))
+	done := ev.wait(t, entryKind(id, relay.EventDone))
 	if done.Attempt != 1 {
 		t.Fatalf("replayed entry done on attempt %d; want a fresh count starting at 1", done.Attempt)
 	}
@@ -155,8 +154,7 @@ func TestPermanentDeadLettersAtOnceAndReplayRecovers(t *testing.T) {
 func TestExhaustedAttemptsDeadLetter(t *testing.T) {
 	t.Parallel()
 	db := outboxtest.New(t)
-	ev := &events{}
-	sub := ev.subscribe()
+	ev := newEvents()
 	var calls atomic.Int64
 	h := relay.NewHandlers()
 	relay.Handle(h, func(ctx context.Context, e *relay.Entry[ping]) error {
@@ -165,7 +163,7 @@ func TestExhaustedAttemptsDeadLetter(t *testing.T) {
 	})
 	startRelay(t, db.Pool, fastConfig(h, ev))
 	id := enqueue(t, db.Pool, ping{}, outbox.WithMaxAttempts(3))
-	dead := waitFor(t, sub, entryKind(id, relay.EventDead))
+	dead := ev.wait(t, entryKind(id, relay.EventDead))
 	if dead.Attempt != 3 || calls.Load() != 3 {
 		t.Fatalf("dead at attempt %d after %d calls; want 3", dead.Attempt, calls.Load())
 	}
@@ -181,8 +179,7 @@ func TestExhaustedAttemptsDeadLetter(t *testing.T) {
 func TestPanickingHandlerIsRetriedAndRelayLivesOn(t *testing.T) {
 	t.Parallel()
 	db := outboxtest.New(t)
-	ev := &events{}
-	sub := ev.subscribe()
+	ev := newEvents()
 	h := relay.NewHandlers()
 	relay.Handle(h, func(ctx context.Context, e *relay.Entry[ping]) error {
 		if e.Payload.N == 1 && e.Attempt == 1 {
@@ -193,14 +190,14 @@ func TestPanickingHandlerIsRetriedAndRelayLivesOn(t *testing.T) {
 	})
 	startRelay(t, db.Pool, fastConfig(h, ev))
 	id := enqueue(t, db.Pool, ping{N: 1})
-	retry := waitFor(t, sub, entryKind(id, relay.EventRetry))
+	retry := ev.wait(t, entryKind(id, relay.EventRetry))
 	var pe *relay.PanicError
 	if !errors.As(retry.Err, &pe) || !strings.Contains(pe.Stack, "failure_test.go") {
 		t.Fatalf("retry error %v; want a *PanicError with the stack", retry.Err)
 	}
-	waitFor(t, sub, entryKind(id, relay.EventDone))
+	ev.wait(t, entryKind(id, relay.EventDone))
 	other := enqueue(t, db.Pool, ping{N: 2})
-	waitFor(t, sub, entryKind(other, relay.EventDone))
+	ev.wait(t, entryKind(other, relay.EventDone))
 }
 
 // Unknown topics are never claimed: they wait, untouched, for a relay that
@@ -208,8 +205,7 @@ func TestPanickingHandlerIsRetriedAndRelayLivesOn(t *testing.T) {
 func TestUnknownTopicWaitsForItsHandler(t *testing.T) {
 	t.Parallel()
 	db := outboxtest.New(t)
-	ev := &events{}
-	sub := ev.subscribe()
+	ev := newEvents()
 	h := relay.NewHandlers()
 	relay.Handle(h, func(context.Context, *relay.Entry[ping]) error { return nil })
 	cfg := fastConfig(h, ev)
@@ -218,8 +214,8 @@ func TestUnknownTopicWaitsForItsHandler(t *testing.T) {
 
 	unknown := enqueue(t, db.Pool, pong{N: 1})
 	known := enqueue(t, db.Pool, ping{N: 1})
-	waitFor(t, sub, entryKind(known, relay.EventDone))
-	u := waitFor(t, sub, func(e relay.Event) bool { return e.Kind == relay.EventUnhandled && e.Topic == "test.pong" })
+	ev.wait(t, entryKind(known, relay.EventDone))
+	u := ev.wait(t, func(e relay.Event) bool { return e.Kind == relay.EventUnhandled && e.Topic == "test.pong" })
 	if u.Count != 1 || u.Queue != "default" {
 		t.Fatalf("unhandled report %+v", u)
 	}
@@ -231,20 +227,18 @@ func TestUnknownTopicWaitsForItsHandler(t *testing.T) {
 	}
 
 	// A relay that knows the topic picks it up.
-	ev2 := &events{}
-	sub2 := ev2.subscribe()
+	ev2 := newEvents()
 	h2 := relay.NewHandlers()
 	relay.Handle(h2, func(context.Context, *relay.Entry[pong]) error { return nil })
 	startRelay(t, db.Pool, fastConfig(h2, ev2))
-	waitFor(t, sub2, entryKind(unknown, relay.EventDone))
+	ev2.wait(t, entryKind(unknown, relay.EventDone))
 }
 
 // A payload that does not decode is dead-lettered with the reason, at once.
 func TestUndecodablePayloadDeadLetters(t *testing.T) {
 	t.Parallel()
 	db := outboxtest.New(t)
-	ev := &events{}
-	sub := ev.subscribe()
+	ev := newEvents()
 	h := relay.NewHandlers()
 	relay.Handle(h, func(context.Context, *relay.Entry[ping]) error {
 		t.Error("handler called with an undecodable payload")
@@ -252,7 +246,7 @@ func TestUndecodablePayloadDeadLetters(t *testing.T) {
 	})
 	startRelay(t, db.Pool, fastConfig(h, ev))
 	id := enqueue(t, db.Pool, outbox.Raw{TopicName: "test.ping", Payload: []byte(`{"n": "seven"}`)})
-	dead := waitFor(t, sub, entryKind(id, relay.EventDead))
+	dead := ev.wait(t, entryKind(id, relay.EventDead))
 	var de *relay.DecodeError
 	if !errors.As(dead.Err, &de) || de.Topic != "test.ping" {
 		t.Fatalf("dead with %v; want a *DecodeError", dead.Err)
@@ -271,8 +265,7 @@ func TestUndecodablePayloadDeadLetters(t *testing.T) {
 func TestOversizedPayloadDeadLetters(t *testing.T) {
 	t.Parallel()
 	db := outboxtest.New(t)
-	ev := &events{}
-	sub := ev.subscribe()
+	ev := newEvents()
 	h := relay.NewHandlers()
 	relay.Handle(h, func(context.Context, *relay.Entry[ping]) error { return nil })
 	cfg := fastConfig(h, ev)
@@ -284,7 +277,7 @@ func TestOversizedPayloadDeadLetters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead := waitFor(t, sub, entryKind(id, relay.EventDead))
+	dead := ev.wait(t, entryKind(id, relay.EventDead))
 	if !errors.Is(dead.Err, relay.ErrPayloadTooLarge) {
 		t.Fatalf("dead with %v; want ErrPayloadTooLarge", dead.Err)
 	}

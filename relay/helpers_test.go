@@ -36,33 +36,21 @@ type ordered struct {
 
 func (ordered) Topic() string { return "test.ordered" }
 
-// events collects observer events and lets tests wait for them.
+// events records observer events and lets tests wait for them.
 type events struct {
-	mu   sync.Mutex
-	all  []relay.Event
-	subs []chan relay.Event
+	mu      sync.Mutex
+	all     []relay.Event
+	changed chan struct{} // closed and replaced on every event
 }
+
+func newEvents() *events { return &events{changed: make(chan struct{})} }
 
 func (e *events) Observe(ev relay.Event) {
 	e.mu.Lock()
 	e.all = append(e.all, ev)
-	subs := e.subs
+	close(e.changed)
+	e.changed = make(chan struct{})
 	e.mu.Unlock()
-	for _, s := range subs {
-		select {
-		case s <- ev:
-		default:
-		}
-	}
-}
-
-// subscribe returns a channel that receives every later event.
-func (e *events) subscribe() chan relay.Event {
-	ch := make(chan relay.Event, 100000)
-	e.mu.Lock()
-	e.subs = append(e.subs, ch)
-	e.mu.Unlock()
-	return ch
 }
 
 func (e *events) count(kind relay.EventKind) int {
@@ -77,18 +65,27 @@ func (e *events) count(kind relay.EventKind) int {
 	return n
 }
 
-// waitFor reads ch until pred holds for an event, failing t after a
-// generous bound (a hang guard, not a timing assertion).
-func waitFor(t testing.TB, ch <-chan relay.Event, pred func(relay.Event) bool) relay.Event {
+// wait returns the first recorded event that matches pred, waiting for it
+// if need be; it fails t after a generous bound (a hang guard, not a timing
+// assertion).
+func (e *events) wait(t testing.TB, pred func(relay.Event) bool) relay.Event {
 	t.Helper()
-	deadline := time.NewTimer(60 * time.Second)
+	deadline := time.NewTimer(hangGuard)
 	defer deadline.Stop()
+	seen := 0
 	for {
-		select {
-		case ev := <-ch:
-			if pred(ev) {
+		e.mu.Lock()
+		for ; seen < len(e.all); seen++ {
+			if pred(e.all[seen]) {
+				ev := e.all[seen]
+				e.mu.Unlock()
 				return ev
 			}
+		}
+		changed := e.changed
+		e.mu.Unlock()
+		select {
+		case <-changed:
 		case <-deadline.C:
 			t.Fatalf("no matching relay event within the hang guard")
 			return relay.Event{}

@@ -12,8 +12,7 @@ import (
 func TestDeliversCommittedEntries(t *testing.T) {
 	t.Parallel()
 	db := outboxtest.New(t)
-	ev := &events{}
-	sub := ev.subscribe()
+	ev := newEvents()
 	got := make(chan int, 10)
 	h := relay.NewHandlers()
 	relay.Handle(h, func(ctx context.Context, e *relay.Entry[ping]) error {
@@ -22,7 +21,7 @@ func TestDeliversCommittedEntries(t *testing.T) {
 	})
 	startRelay(t, db.Pool, fastConfig(h, ev))
 	id := enqueue(t, db.Pool, ping{N: 7})
-	waitFor(t, sub, entryKind(id, relay.EventDone))
+	ev.wait(t, entryKind(id, relay.EventDone))
 	if n := <-got; n != 7 {
 		t.Fatalf("payload %d, want 7", n)
 	}
