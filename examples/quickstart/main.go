@@ -1,0 +1,243 @@
+// Command quickstart shows txoutbox end to end in one process: a "signup
+// request" writes a user row and a welcome-email entry in one transaction
+// and returns at once; the relay delivers the email in the background,
+// retries a flaky webhook, skips a duplicate signup, and records an invoice
+// exactly once with a transactional handler.
+//
+// Run it with:
+//
+//	go run ./examples/quickstart
+//
+// It connects to DATABASE_URL (default
+// postgres://postgres@127.0.0.1:5432/postgres), creates a throwaway
+// database there, migrates it, runs, and drops it at the end.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/txoutbox/txoutbox/migrations"
+	"github.com/txoutbox/txoutbox/outbox"
+	"github.com/txoutbox/txoutbox/relay"
+)
+
+// WelcomeEmail is the payload of the welcome email sent after a signup.
+type WelcomeEmail struct {
+	UserID int64  `json:"user_id"`
+	Email  string `json:"email"`
+}
+
+// Topic names the handler for WelcomeEmail.
+func (WelcomeEmail) Topic() string { return "email.welcome" }
+
+// SignupWebhook notifies a partner system of a signup.
+type SignupWebhook struct {
+	UserID int64 `json:"user_id"`
+}
+
+// Topic names the handler for SignupWebhook.
+func (SignupWebhook) Topic() string { return "webhook.signup" }
+
+// Invoice asks for an invoice row to be written, exactly once.
+type Invoice struct {
+	UserID int64 `json:"user_id"`
+	Cents  int64 `json:"cents"`
+}
+
+// Topic names the handler for Invoice.
+func (Invoice) Topic() string { return "billing.invoice" }
+
+func main() {
+	ctx := context.Background()
+	if err := run(ctx, os.Stdout, os.Getenv("DATABASE_URL")); err != nil {
+		fmt.Fprintln(os.Stderr, "quickstart:", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole example; main only supplies the output and the server.
+func run(ctx context.Context, out io.Writer, serverURL string) error {
+	if serverURL == "" {
+		serverURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	}
+	pool, dropDB, err := throwawayDatabase(ctx, serverURL)
+	if err != nil {
+		return err
+	}
+	defer dropDB()
+	defer pool.Close()
+	fmt.Fprintln(out, "1. migrated a throwaway database")
+
+	if _, err := pool.Exec(ctx, `
+		CREATE TABLE users (id bigserial PRIMARY KEY, email text UNIQUE NOT NULL);
+		CREATE TABLE invoices (user_id bigint NOT NULL, cents bigint NOT NULL)`); err != nil {
+		return err
+	}
+
+	// The background work, as typed handlers.
+	var webhookCalls atomic.Int64
+	finished := make(chan string, 16)
+	h := relay.NewHandlers()
+	relay.Handle(h, func(ctx context.Context, e *relay.Entry[WelcomeEmail]) error {
+		time.Sleep(200 * time.Millisecond) // a slow SMTP server
+		finished <- fmt.Sprintf("email to %s sent (Message-ID <%s@quickstart>)", e.Payload.Email, e.Key)
+		return nil
+	})
+	relay.Handle(h, func(ctx context.Context, e *relay.Entry[SignupWebhook]) error {
+		if webhookCalls.Add(1) == 1 {
+			return errors.New("partner answered 503")
+		}
+		finished <- fmt.Sprintf("webhook for user %d delivered on attempt %d (webhook-id %s)", e.Payload.UserID, e.Attempt, e.Key)
+		return nil
+	}, relay.WithRetryPolicy(relay.ExponentialRetry{Initial: 300 * time.Millisecond}))
+	relay.HandleTx(h, func(ctx context.Context, tx pgx.Tx, e *relay.Entry[Invoice]) error {
+		_, err := tx.Exec(ctx, `INSERT INTO invoices (user_id, cents) VALUES ($1, $2)`, e.Payload.UserID, e.Payload.Cents)
+		if err == nil {
+			finished <- fmt.Sprintf("invoice for user %d written in the same transaction as its completion", e.Payload.UserID)
+		}
+		return err
+	})
+	r, err := relay.New(pool, relay.Config{
+		Handlers: h,
+		Logger:   slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		return err
+	}
+	relayCtx, stopRelay := context.WithCancel(ctx)
+	defer stopRelay()
+	relayDone := make(chan error, 1)
+	go func() { relayDone <- r.Run(relayCtx) }()
+
+	// The "request": domain row and entries in one transaction.
+	signup := func(email string) (time.Duration, bool, error) {
+		start := time.Now()
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			return 0, false, err
+		}
+		defer tx.Rollback(ctx)
+		var id int64
+		err = tx.QueryRow(ctx, `INSERT INTO users (email) VALUES ($1)
+			ON CONFLICT (email) DO UPDATE SET email = excluded.email RETURNING id`, email).Scan(&id)
+		if err != nil {
+			return 0, false, err
+		}
+		res, err := outbox.Enqueue(ctx, tx, WelcomeEmail{UserID: id, Email: email},
+			outbox.WithKey(fmt.Sprintf("welcome:%d", id)))
+		if err != nil {
+			return 0, false, err
+		}
+		if !res.Duplicate {
+			items := []outbox.Item{
+				outbox.NewItem(SignupWebhook{UserID: id}, outbox.WithKey(fmt.Sprintf("signup:%d", id))),
+				outbox.NewItem(Invoice{UserID: id, Cents: 4900}, outbox.WithKey(fmt.Sprintf("invoice:%d:first", id))),
+			}
+			if _, err := outbox.EnqueueBatch(ctx, tx, items); err != nil {
+				return 0, false, err
+			}
+		}
+		return time.Since(start), res.Duplicate, tx.Commit(ctx)
+	}
+
+	took, _, err := signup("ada@example.com")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "2. signup request committed in %s: user row + 3 outbox entries, nothing slow done yet\n", took.Round(time.Millisecond))
+	_, dup, err := signup("ada@example.com")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "3. the same signup again: duplicate=%v, no second email is queued\n", dup)
+
+	bgStart := time.Now()
+	for i := range 3 {
+		select {
+		case msg := <-finished:
+			fmt.Fprintf(out, "%d. background: %s\n", 4+i, msg)
+		case <-time.After(30 * time.Second):
+			stopRelay()
+			return errors.New("background work did not finish within 30s")
+		}
+	}
+	fmt.Fprintf(out, "7. all background work done %s after the request returned\n", time.Since(bgStart).Round(10*time.Millisecond))
+	stopRelay()
+	if err := <-relayDone; err != nil {
+		return err
+	}
+
+	var users, invoices, done int
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM invoices),
+		(SELECT count(*) FROM outbox_entries WHERE state = 'done')`).Scan(&users, &invoices, &done); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "8. database: %d user, %d invoice, %d entries done; the webhook needed %d calls\n", users, invoices, done, webhookCalls.Load())
+	return nil
+}
+
+// throwawayDatabase creates a uniquely named database on the server at
+// serverURL, migrates it, and returns a pool and a function that drops it.
+func throwawayDatabase(ctx context.Context, serverURL string) (*pgxpool.Pool, func(), error) {
+	admin, err := pgx.Connect(ctx, serverURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connecting to %s (set DATABASE_URL to a server where you may CREATE DATABASE): %w", redact(serverURL), err)
+	}
+	defer admin.Close(ctx)
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	name := "txoutbox_quickstart_" + hex.EncodeToString(b[:])
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return nil, nil, fmt.Errorf("creating database: %w", err)
+	}
+	drop := func() {
+		c, err := pgx.Connect(context.Background(), serverURL)
+		if err != nil {
+			return
+		}
+		defer c.Close(context.Background())
+		_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	}
+	cfg, err := pgxpool.ParseConfig(serverURL)
+	if err != nil {
+		drop()
+		return nil, nil, err
+	}
+	cfg.ConnConfig.Database = name
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		drop()
+		return nil, nil, err
+	}
+	db := stdlib.OpenDBFromPool(pool)
+	_, err = migrations.Up(ctx, db)
+	_ = db.Close()
+	if err != nil {
+		pool.Close()
+		drop()
+		return nil, nil, err
+	}
+	return pool, drop, nil
+}
+
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "the configured server"
+	}
+	return u.Redacted()
+}
