@@ -15,22 +15,17 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/txoutbox/txoutbox/migrations"
+	"github.com/txoutbox/txoutbox/internal/scratchdb"
 	"github.com/txoutbox/txoutbox/outbox"
 	"github.com/txoutbox/txoutbox/relay"
 )
@@ -74,12 +69,11 @@ func run(ctx context.Context, out io.Writer, serverURL string) error {
 	if serverURL == "" {
 		serverURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 	}
-	pool, dropDB, err := throwawayDatabase(ctx, serverURL)
+	pool, dropDB, err := scratchdb.Create(ctx, serverURL, "txoutbox_quickstart")
 	if err != nil {
-		return err
+		return fmt.Errorf("%w (set DATABASE_URL to a server where you may CREATE DATABASE)", err)
 	}
 	defer dropDB()
-	defer pool.Close()
 	fmt.Fprintln(out, "1. migrated a throwaway database")
 
 	if _, err := pool.Exec(ctx, `
@@ -188,56 +182,4 @@ func run(ctx context.Context, out io.Writer, serverURL string) error {
 	}
 	fmt.Fprintf(out, "8. database: %d user, %d invoice, %d entries done; the webhook needed %d calls\n", users, invoices, done, webhookCalls.Load())
 	return nil
-}
-
-// throwawayDatabase creates a uniquely named database on the server at
-// serverURL, migrates it, and returns a pool and a function that drops it.
-func throwawayDatabase(ctx context.Context, serverURL string) (*pgxpool.Pool, func(), error) {
-	admin, err := pgx.Connect(ctx, serverURL)
-	if err != nil {
-		return nil, nil, fmt.Errorf("connecting to %s (set DATABASE_URL to a server where you may CREATE DATABASE): %w", redact(serverURL), err)
-	}
-	defer admin.Close(ctx)
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	name := "txoutbox_quickstart_" + hex.EncodeToString(b[:])
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		return nil, nil, fmt.Errorf("creating database: %w", err)
-	}
-	drop := func() {
-		c, err := pgx.Connect(context.Background(), serverURL)
-		if err != nil {
-			return
-		}
-		defer c.Close(context.Background())
-		_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-	}
-	cfg, err := pgxpool.ParseConfig(serverURL)
-	if err != nil {
-		drop()
-		return nil, nil, err
-	}
-	cfg.ConnConfig.Database = name
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		drop()
-		return nil, nil, err
-	}
-	db := stdlib.OpenDBFromPool(pool)
-	_, err = migrations.Up(ctx, db)
-	_ = db.Close()
-	if err != nil {
-		pool.Close()
-		drop()
-		return nil, nil, err
-	}
-	return pool, drop, nil
-}
-
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "the configured server"
-	}
-	return u.Redacted()
 }
