@@ -183,8 +183,8 @@ func TestPanickingHandlerIsRetriedAndRelayLivesOn(t *testing.T) {
 	h := relay.NewHandlers()
 	relay.Handle(h, func(ctx context.Context, e *relay.Entry[ping]) error {
 		if e.Payload.N == 1 && e.Attempt == 1 {
-			var m map[string]int
-			m["boom"]++ // nil map write: a real panic
+			var items []int
+			_ = items[e.Payload.N] // index out of range: a real runtime panic
 		}
 		return nil
 	})
