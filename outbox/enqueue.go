@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -167,6 +168,9 @@ func (p Producer) prepare(msg Message, opts []Option) (row, error) {
 	if len(hb) > MaxHeadersBytes {
 		return row{}, invalid("headers", "%d bytes encoded, over the limit of %d", len(hb), MaxHeadersBytes)
 	}
+	if hasEscapedNUL(hb) {
+		return row{}, invalid("headers", "contains a NUL character, which PostgreSQL's jsonb cannot store")
+	}
 	r.headers = hb
 	payload, err := json.Marshal(msg)
 	if err != nil {
@@ -178,8 +182,36 @@ func (p Producer) prepare(msg Message, opts []Option) (row, error) {
 	if len(payload) > p.limit() {
 		return row{}, &PayloadTooLargeError{Topic: topic, Size: len(payload), Limit: p.limit()}
 	}
+	// jsonb refuses what json.Valid lets through in a Raw payload (invalid
+	// UTF-8) or in any payload (the escape \u0000); refuse it here, before
+	// the insert would abort the caller's transaction.
+	if !utf8.Valid(payload) {
+		return row{}, invalid("payload", "%T did not encode to valid UTF-8", msg)
+	}
+	if hasEscapedNUL(payload) {
+		return row{}, invalid("payload", "contains a NUL character (\\u0000), which PostgreSQL's jsonb cannot store")
+	}
 	r.payload = payload
 	return r, nil
+}
+
+// hasEscapedNUL reports whether the valid JSON text b contains the escape
+// \u0000, which jsonb refuses ("unsupported Unicode escape sequence"). An
+// escaped backslash followed by "u0000" is not one.
+func hasEscapedNUL(b []byte) bool {
+	if !bytes.Contains(b, []byte(`\u0000`)) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' {
+			continue
+		}
+		if i+5 < len(b) && b[i+1] == 'u' && string(b[i+2:i+6]) == "0000" {
+			return true
+		}
+		i++ // skip the escaped character
+	}
+	return false
 }
 
 func checkName(field, v string, max int) error {
@@ -228,6 +260,9 @@ func (p Producer) Enqueue(ctx context.Context, q Querier, msg Message, opts ...O
 	}
 	// The conflicting entry committed while this statement ran, after its
 	// snapshot was taken: read it with a fresh statement.
+	if r.key == nil {
+		return Enqueued{}, fmt.Errorf("outbox: enqueue: topic %q: generated key collided; retry", r.topic)
+	}
 	if err := q.QueryRow(ctx, sqlSelectIDByKey, r.topic, *r.key).Scan(&res.ID); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return Enqueued{}, fmt.Errorf("outbox: enqueue: topic %q key %q conflicted with an entry that is not visible; retry the transaction", r.topic, *r.key)

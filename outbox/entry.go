@@ -42,11 +42,18 @@ type Entry struct {
 	LeaseUntil  *time.Time        `json:"lease_until"`
 	LeaseOwner  *string           `json:"lease_owner"`
 	LastError   *string           `json:"last_error"`
-	Headers     map[string]string `json:"headers"`
-	Result      json.RawMessage   `json:"result"`
+	Headers     map[string]string `json:"headers"` // non-string values (plain SQL producers) as text
+	Result      json.RawMessage   `json:"result"`  // nil when the handler reported none
 	Payload     json.RawMessage   `json:"payload"`
 	CreatedAt   time.Time         `json:"created_at"`
 	FinishedAt  *time.Time        `json:"finished_at"`
+}
+
+// normalize maps JSON null results to nil.
+func (e *Entry) normalize() {
+	if string(e.Result) == "null" {
+		e.Result = nil
+	}
 }
 
 // Get reads the entry with the given id. It returns ErrNotFound when there is
@@ -75,6 +82,7 @@ func getOne(ctx context.Context, q Querier, query string, args ...any) (*Entry, 
 	if err := json.Unmarshal(raw, &e); err != nil {
 		return nil, fmt.Errorf("outbox: decoding entry: %w", err)
 	}
+	e.normalize()
 	return &e, nil
 }
 
@@ -107,6 +115,9 @@ func ListDead(ctx context.Context, q Querier, f DeadFilter) ([]Entry, error) {
 	var out []Entry
 	if err := json.Unmarshal(raw, &out); err != nil {
 		return nil, fmt.Errorf("outbox: decoding entries: %w", err)
+	}
+	for i := range out {
+		out[i].normalize()
 	}
 	return out, nil
 }

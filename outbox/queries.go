@@ -2,10 +2,10 @@ package outbox
 
 // All SQL of the producer side lives in this file, to be reviewed as SQL.
 
-// sqlInsertOne inserts one entry. On a topic+key conflict it returns the
-// existing entry's id with dup = true; it returns NULLs when the conflicting
-// entry committed after this statement's snapshot (the caller then reads it
-// with sqlSelectIDByKey).
+// sqlInsertOne inserts one entry and returns (id, false). On a topic+key
+// conflict it returns the existing entry's id with dup = true, or a NULL id
+// with dup = true when the conflicting entry committed after this
+// statement's snapshot (the caller then reads it with sqlSelectIDByKey).
 const sqlInsertOne = `
 WITH ins AS (
 	INSERT INTO outbox_entries
@@ -18,11 +18,10 @@ WITH ins AS (
 	ON CONFLICT (topic, key) DO NOTHING
 	RETURNING id
 )
-SELECT (SELECT id FROM ins), false
-UNION ALL
-SELECT e.id, true FROM outbox_entries e
-WHERE e.topic = $1::text AND e.key = $3::text AND NOT EXISTS (SELECT FROM ins)
-LIMIT 1`
+SELECT coalesce(
+		(SELECT id FROM ins),
+		(SELECT e.id FROM outbox_entries e WHERE e.topic = $1::text AND e.key = $3::text)),
+	NOT EXISTS (SELECT FROM ins)`
 
 const sqlSelectIDByKey = `SELECT id FROM outbox_entries WHERE topic = $1 AND key = $2`
 
@@ -53,13 +52,17 @@ firsts AS (
 )
 SELECT coalesce(json_agg(json_build_object(
 		'ord', i.ord,
-		'id', coalesce(ins.id, e.id),
+		-- A correlated lookup, evaluated only for items that inserted
+		-- nothing: a join here may be planned (with stale statistics, or
+		-- as a generic plan cached while the table was small) as a
+		-- sequential scan of the whole table on every batch.
+		'id', coalesce(ins.id,
+			(SELECT e.id FROM outbox_entries e WHERE e.topic = i.topic AND e.key = i.key)),
 		'dup', NOT (ins.id IS NOT NULL AND f.ord = i.ord))
 	ORDER BY i.ord), '[]')::text
 FROM input i
 LEFT JOIN ins ON ins.topic = i.topic AND ins.key = i.key
-LEFT JOIN firsts f ON f.topic = i.topic AND f.key = i.key
-LEFT JOIN outbox_entries e ON ins.id IS NULL AND e.topic = i.topic AND e.key = i.key`
+LEFT JOIN firsts f ON f.topic = i.topic AND f.key = i.key`
 
 // entryColumns is the JSON object every read of an entry returns.
 const entryJSON = `json_build_object(
@@ -67,7 +70,10 @@ const entryJSON = `json_build_object(
 	'queue', e.queue, 'priority', e.priority, 'state', e.state,
 	'attempt', e.attempt - e.attempt_base, 'max_attempts', e.max_attempts,
 	'run_at', e.run_at, 'lease_until', e.lease_until, 'lease_owner', e.lease_owner,
-	'last_error', e.last_error, 'headers', e.headers, 'result', e.result,
+	'last_error', e.last_error,
+	'headers', (SELECT coalesce(jsonb_object_agg(h.k, h.v), '{}'::jsonb)
+		FROM jsonb_each_text(CASE WHEN jsonb_typeof(e.headers) = 'object' THEN e.headers ELSE '{}'::jsonb END) AS h(k, v)),
+	'result', e.result,
 	'payload', e.payload, 'created_at', e.created_at, 'finished_at', e.finished_at)`
 
 const sqlGetByID = `SELECT ` + entryJSON + `::text FROM outbox_entries e WHERE e.id = $1`

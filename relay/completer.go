@@ -131,6 +131,12 @@ func (r *Relay) heartbeatLoop(stop <-chan struct{}) {
 func (r *Relay) renew() {
 	r.writeMu.Lock()
 	defer r.writeMu.Unlock()
+	// Leases whose local deadline passed (the last renewals failed) are
+	// lost whatever this renewal brings.
+	for _, le := range r.leases.expire(time.Now()) {
+		r.observe(Event{Kind: EventLeaseLost, EntryID: le.id, Err: ErrLeaseLost})
+		r.log.Warn("txoutbox: lease expired without renewal; handler cancelled", "entry", le.id)
+	}
 	held := r.leases.renewable()
 	if len(held) == 0 {
 		return

@@ -235,13 +235,32 @@ func decodeEntry[T outbox.Message](c *store.Claimed, typ string) (*Entry[T], err
 	if c.OrderingKey != nil {
 		e.OrderingKey = *c.OrderingKey
 	}
-	if len(c.Headers) > 0 {
-		if err := json.Unmarshal(c.Headers, &e.Headers); err != nil {
-			return nil, &DecodeError{Topic: c.Topic, Type: "headers map[string]string", Err: err}
-		}
-	}
+	e.Headers = decodeHeaders(c.Headers)
 	if err := json.Unmarshal(c.Payload, &e.Payload); err != nil {
 		return nil, &DecodeError{Topic: c.Topic, Type: typ, Err: err}
 	}
 	return e, nil
+}
+
+// decodeHeaders reads the headers column leniently: it is written by plain
+// SQL producers too, so non-string values are kept as their JSON text and a
+// non-object is ignored rather than failing the entry.
+func decodeHeaders(raw []byte) map[string]string {
+	if len(raw) == 0 {
+		return nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil || len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		var s string
+		if err := json.Unmarshal(v, &s); err == nil {
+			out[k] = s
+		} else {
+			out[k] = string(v)
+		}
+	}
+	return out
 }

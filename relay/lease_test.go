@@ -240,15 +240,6 @@ func TestRetention(t *testing.T) {
 	// 20 done 90 minutes ago, 20 dead 90 minutes ago, 20 pending; 20 keys
 	// 90 minutes old and 20 four hours old.
 	now := clock.Now()
-	_, err = db.Pool.Exec(ctx, `
-		UPDATE outbox_entries SET state = CASE WHEN id % 3 = 0 THEN 'done' WHEN id % 3 = 1 THEN 'dead' ELSE 'pending' END,
-			finished_at = CASE WHEN id % 3 <> 2 THEN $1::timestamptz - interval '90 minutes' END;
-		INSERT INTO outbox_processed_keys (scope, key, processed_at)
-			SELECT 'test.ping', 'k' || g, $1::timestamptz - CASE WHEN g <= 20 THEN interval '90 minutes' ELSE interval '4 hours' END
-			FROM generate_series(1, 40) g`, now)
-	if err == nil {
-		t.Fatal("expected multi-statement exec with args to be refused")
-	}
 	if _, err := db.Pool.Exec(ctx, `UPDATE outbox_entries SET state = CASE WHEN id % 3 = 0 THEN 'done' WHEN id % 3 = 1 THEN 'dead' ELSE 'pending' END,
 			finished_at = CASE WHEN id % 3 <> 2 THEN $1::timestamptz - interval '90 minutes' END`, now); err != nil {
 		t.Fatal(err)

@@ -30,9 +30,9 @@ type leaseTable struct {
 
 func newLeaseTable() *leaseTable { return &leaseTable{m: map[int64]*leaseEntry{}} }
 
-func (t *leaseTable) add(parent context.Context, id int64, attempt int32, lease time.Duration) *leaseEntry {
+func (t *leaseTable) add(parent context.Context, id int64, attempt int32, deadline time.Time) *leaseEntry {
 	ctx, cancel := context.WithCancelCause(parent)
-	le := &leaseEntry{id: id, attempt: attempt, ctx: ctx, cancel: cancel, deadline: time.Now().Add(lease)}
+	le := &leaseEntry{id: id, attempt: attempt, ctx: ctx, cancel: cancel, deadline: deadline}
 	t.mu.Lock()
 	t.m[id] = le
 	t.mu.Unlock()

@@ -17,11 +17,15 @@ func (r *Relay) maintenanceLoop(ctx context.Context) {
 	rescue := time.NewTicker(r.cfg.RescueInterval)
 	defer rescue.Stop()
 	var retention <-chan time.Time
+	unhandledEvery := time.Minute
 	if r.cfg.RetentionInterval > 0 {
 		t := time.NewTicker(r.cfg.RetentionInterval)
 		defer t.Stop()
 		retention = t.C
+		unhandledEvery = r.cfg.RetentionInterval
 	}
+	unhandled := time.NewTicker(unhandledEvery)
+	defer unhandled.Stop()
 	r.rescue(ctx) // entries orphaned by a crash before this start
 	for {
 		select {
@@ -31,6 +35,7 @@ func (r *Relay) maintenanceLoop(ctx context.Context) {
 			r.rescue(ctx)
 		case <-retention:
 			r.retain(ctx)
+		case <-unhandled.C:
 			r.reportUnhandled(ctx)
 		}
 	}
@@ -122,7 +127,7 @@ func (r *Relay) retain(ctx context.Context) {
 // without a handler or a queue not served. They stay pending, untouched,
 // until a relay that handles them runs.
 func (r *Relay) reportUnhandled(ctx context.Context) {
-	got, err := store.FindUnhandled(ctx, r.pool, r.now(), r.topics, r.cfg.queueNames(), r.cfg.RetentionInterval)
+	got, err := store.FindUnhandled(ctx, r.pool, r.now(), r.topics, r.cfg.queueNames(), r.cfg.PollInterval)
 	if err != nil {
 		return
 	}

@@ -274,6 +274,7 @@ func (r *Relay) claim(ctx context.Context, q *queue, n int) (int, error) {
 	// so that no entry ends up leased by a relay that never learned of it.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	claimStart := time.Now() // leases run from before the claim, on the safe side
 	claimed, err := store.Claim(cctx, r.pool, store.ClaimParams{
 		Queue:       q.name,
 		Topics:      r.topics,
@@ -294,7 +295,7 @@ func (r *Relay) claim(ctx context.Context, q *queue, n int) (int, error) {
 		c := &claimed[i]
 		q.slots <- struct{}{}
 		r.inflight.Add(1)
-		le := r.leases.add(r.workCtx, c.ID, c.Attempt, r.cfg.LeaseDuration)
+		le := r.leases.add(r.workCtx, c.ID, c.Attempt, claimStart.Add(r.cfg.LeaseDuration))
 		if ctx.Err() != nil {
 			// Shutting down: give it back untouched.
 			go r.handBack(q, c, le)
