@@ -37,7 +37,9 @@ WHERE e.id = picked.id
 RETURNING e.id, e.topic, e.key, e.ordering_key, e.queue, e.priority,
 	e.attempt, e.attempt_base, e.max_attempts, e.payload, e.headers,
 	e.created_at, e.run_at,
-	EXISTS (SELECT 1 FROM outbox_processed_keys k WHERE k.scope = e.topic AND k.key = e.key)`
+	-- OFFSET 0 keeps this a per-row index probe: as a hashed subplan it
+	-- would read the whole keys table on every claim.
+	EXISTS (SELECT 1 FROM outbox_processed_keys k WHERE k.scope = e.topic AND k.key = e.key OFFSET 0)`
 
 // sqlComplete applies a batch of outcomes, each fenced by its attempt: a row
 // whose attempt moved on (re-claimed) or that is no longer running (rescued)
