@@ -7,13 +7,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/url"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/txoutbox/txoutbox/outbox/outboxtest"
 )
 
 // scratch is an empty database for one test, dropped when the test ends.
@@ -28,11 +29,7 @@ type scratch struct {
 // TXOUTBOX_TEST_DATABASE_URL.
 func newScratch(t *testing.T) *scratch {
 	t.Helper()
-	admin := os.Getenv("TXOUTBOX_TEST_DATABASE_URL")
-	if admin == "" {
-		t.Fatal("set TXOUTBOX_TEST_DATABASE_URL to a connection string for a role that may CREATE DATABASE, " +
-			"e.g. postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
-	}
+	admin := outboxtest.AdminURL(t)
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		t.Fatal(err)

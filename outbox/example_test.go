@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
-	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/txoutbox/txoutbox/migrations"
 	"github.com/txoutbox/txoutbox/outbox"
+	"github.com/txoutbox/txoutbox/outbox/outboxtest"
 )
 
 // WelcomeEmail is the payload of the examples: a Go type that names its
@@ -203,9 +202,9 @@ func ExampleEnqueueBatch() {
 // its connection string and a function that drops it. It is plumbing for
 // the examples, which cannot use outboxtest without a *testing.T.
 func exampleDatabase(ctx context.Context) (dsn string, cleanup func(), err error) {
-	admin := os.Getenv("TXOUTBOX_TEST_DATABASE_URL")
-	if admin == "" {
-		return "", nil, errors.New("the examples need a server: set TXOUTBOX_TEST_DATABASE_URL")
+	admin, err := outboxtest.ServerURL()
+	if err != nil {
+		return "", nil, err
 	}
 	cfg, err := pgx.ParseConfig(admin)
 	if err != nil {

@@ -4,10 +4,13 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/txoutbox/txoutbox/outbox/outboxtest"
 )
 
 // TestMain fails the package's tests if any goroutine (a pool, a LISTEN
-// connection, a database/sql opener) outlives them.
+// connection, a database/sql opener) outlives them, after stopping the
+// throwaway PostgreSQL server that outboxtest may have started for them.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(outboxtest.WithCleanup(m))
 }

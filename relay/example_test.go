@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/txoutbox/txoutbox/internal/scratchdb"
 	"github.com/txoutbox/txoutbox/outbox"
+	"github.com/txoutbox/txoutbox/outbox/outboxtest"
 	"github.com/txoutbox/txoutbox/relay"
 )
 
@@ -74,9 +74,9 @@ func Example() {
 // exampleDatabase makes a migrated scratch database for an Example (which
 // cannot use outboxtest, having no *testing.T).
 func exampleDatabase(ctx context.Context) (*pgxpool.Pool, func(), error) {
-	server := os.Getenv("TXOUTBOX_TEST_DATABASE_URL")
-	if server == "" {
-		return nil, nil, fmt.Errorf("set TXOUTBOX_TEST_DATABASE_URL to run the examples")
+	server, err := outboxtest.ServerURL()
+	if err != nil {
+		return nil, nil, err
 	}
 	return scratchdb.Create(ctx, server, "txoutbox_example")
 }

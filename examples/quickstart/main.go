@@ -8,9 +8,13 @@
 //
 //	go run ./examples/quickstart
 //
-// It connects to DATABASE_URL (default
-// postgres://postgres@127.0.0.1:5432/postgres), creates a throwaway
-// database there, migrates it, runs, and drops it at the end.
+// With DATABASE_URL set (a server where you may CREATE DATABASE), it
+// creates a throwaway database there, migrates it, runs, and drops it at
+// the end. Without DATABASE_URL it starts a throwaway PostgreSQL server
+// first, the way the tests do: a container when a Docker engine answers
+// (image postgres:17, or TXOUTBOX_TEST_POSTGRES_IMAGE), else a cluster from
+// this machine's PostgreSQL server binaries; it says which, and removes the
+// server at the end.
 package main
 
 import (
@@ -20,12 +24,16 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	tclog "github.com/testcontainers/testcontainers-go/log"
 
 	"github.com/txoutbox/txoutbox/internal/scratchdb"
+	"github.com/txoutbox/txoutbox/internal/throwaway"
 	"github.com/txoutbox/txoutbox/outbox"
 	"github.com/txoutbox/txoutbox/relay"
 )
@@ -57,18 +65,49 @@ type Invoice struct {
 func (Invoice) Topic() string { return "billing.invoice" }
 
 func main() {
-	ctx := context.Background()
-	if err := run(ctx, os.Stdout, os.Getenv("DATABASE_URL")); err != nil {
+	tclog.SetDefault(tclog.NewNoopLogger()) // no Docker banner in the example's output
+	// Ctrl-C ends the run through its context, so the cleanup still runs.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	err := runWithServer(ctx, os.Stdout, os.Getenv("DATABASE_URL"), os.Getenv("TXOUTBOX_TEST_POSTGRES_IMAGE"))
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
 		os.Exit(1)
 	}
 }
 
-// run is the whole example; main only supplies the output and the server.
-func run(ctx context.Context, out io.Writer, serverURL string) error {
-	if serverURL == "" {
-		serverURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+// runWithServer runs the example on serverURL or, when that is empty, on a
+// throwaway server (a container of image, "" meaning postgres:17, or a local
+// cluster) that it removes afterwards.
+func runWithServer(ctx context.Context, out io.Writer, serverURL, image string) error {
+	if serverURL != "" {
+		return run(ctx, out, serverURL)
 	}
+	fmt.Fprintln(out, "0. DATABASE_URL is not set: starting a throwaway PostgreSQL server (a container, else local binaries)")
+	// Say which server it used and why it passed over the others, but not
+	// testcontainers-go's own progress lines.
+	logf := func(format string, args ...any) {
+		if strings.HasPrefix(format, "throwaway: ") {
+			fmt.Fprintf(out, "   "+format+"\n", args...)
+		}
+	}
+	srv, err := throwaway.Start(ctx, throwaway.Sources(image), logf)
+	if err != nil {
+		return fmt.Errorf("%w\nset DATABASE_URL to a server where you may CREATE DATABASE, %s, or %s",
+			err, throwaway.HintContainer, throwaway.HintLocal)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := srv.Close(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "quickstart: removing the throwaway server:", err)
+		}
+	}()
+	return run(ctx, out, srv.URL)
+}
+
+// run is the whole example on the server at serverURL.
+func run(ctx context.Context, out io.Writer, serverURL string) error {
 	pool, dropDB, err := scratchdb.Create(ctx, serverURL, "txoutbox_quickstart")
 	if err != nil {
 		return fmt.Errorf("%w (set DATABASE_URL to a server where you may CREATE DATABASE)", err)

@@ -10,12 +10,11 @@ import (
 
 // The quickstart runs to completion and tells the whole story.
 func TestQuickstart(t *testing.T) {
-	url := os.Getenv("TXOUTBOX_TEST_DATABASE_URL")
-	if url == "" {
-		t.Fatal("set TXOUTBOX_TEST_DATABASE_URL to a server where the test may CREATE DATABASE")
-	}
+	// Without a URL, the test runs the quickstart's own throwaway-server
+	// mode (a container or local binaries).
 	var out bytes.Buffer
-	if err := run(context.Background(), &out, url); err != nil {
+	err := runWithServer(context.Background(), &out, os.Getenv("TXOUTBOX_TEST_DATABASE_URL"), os.Getenv("TXOUTBOX_TEST_POSTGRES_IMAGE"))
+	if err != nil {
 		t.Fatalf("run: %v\noutput:\n%s", err, out.String())
 	}
 	t.Log("\n" + out.String())

@@ -3,7 +3,6 @@ package outboxtest_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -11,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/txoutbox/txoutbox/outbox/outboxtest"
 )
 
 // fakeTB records failures instead of failing the test, so a test can check
@@ -106,21 +107,11 @@ func requirePassed(t *testing.T, f *fakeTB) {
 	}
 }
 
-// adminURL is the server the package under test uses.
-func adminURL(t *testing.T) string {
-	t.Helper()
-	u := os.Getenv("TXOUTBOX_TEST_DATABASE_URL")
-	if u == "" {
-		t.Fatal("set TXOUTBOX_TEST_DATABASE_URL, e.g. postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
-	}
-	return u
-}
-
 // databaseExists reports whether database name exists on the test server.
 func databaseExists(t *testing.T, name string) bool {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, adminURL(t))
+	conn, err := pgx.Connect(ctx, outboxtest.AdminURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}

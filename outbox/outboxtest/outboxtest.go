@@ -76,17 +76,43 @@ func New(t testing.TB) *DB {
 // migrations on top of txoutbox's.
 func NewWithOptions(t testing.TB, opts Options) *DB {
 	t.Helper()
-	db, err := newDB(t, os.Getenv, defaultSources(), opts)
+	db, err := newDB(t, os.Getenv, processResolver, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return db
 }
 
-// newDB does the work of NewWithOptions; its environment and sources are
+// AdminURL returns the connection string that [New] creates databases
+// through: a role that may CREATE DATABASE on the server the package
+// documentation describes, starting a throwaway server if that is the
+// server. It is for tests that need databases New does not make, such as
+// empty ones for testing migrations; drop what you create. It fails t when
+// there is no server.
+func AdminURL(t testing.TB) string {
+	t.Helper()
+	srv, err := processResolver.resolve(os.Getenv, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv.adminURL
+}
+
+// ServerURL is [AdminURL] for code without a testing.TB, such as runnable
+// examples (Example functions): it returns the same connection string, or
+// an error that says what to set or install.
+func ServerURL() (string, error) {
+	srv, err := processResolver.resolve(os.Getenv, nil)
+	if err != nil {
+		return "", err
+	}
+	return srv.adminURL, nil
+}
+
+// newDB does the work of NewWithOptions; its environment and resolver are
 // parameters so tests can exercise them without touching the process's.
 // It returns an error rather than failing t so that callers decide.
-func newDB(t testing.TB, getenv func(string) string, srcs []source, opts Options) (*DB, error) {
+func newDB(t testing.TB, getenv func(string) string, res *resolver, opts Options) (*DB, error) {
 	t.Helper()
 	if opts.Migrate != nil && opts.TemplateKey == "" {
 		return nil, errors.New("outboxtest: Options.TemplateKey is required with Options.Migrate; set it to a name (or hash) of the application's migrations")
@@ -99,10 +125,9 @@ func newDB(t testing.TB, getenv func(string) string, srcs []source, opts Options
 		maxConns = DefaultMaxConns
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
-	defer cancel()
-
-	srv, err := resolveServer(ctx, getenv, srcs)
+	// Each step has a deadline of its own: the server and the template are
+	// shared, and a test may wait for another test's start of them.
+	srv, err := res.resolve(getenv, t.Logf)
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +138,8 @@ func newDB(t testing.TB, getenv func(string) string, srcs []source, opts Options
 	if err := ensureTemplate(srv, tmpl, opts); err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
 	name, err := createDatabase(ctx, srv, tmpl)
 	if err != nil {
 		return nil, err
@@ -150,6 +177,6 @@ func newDB(t testing.TB, getenv func(string) string, srcs []source, opts Options
 		return nil, fmt.Errorf("outboxtest: connect to %s: %w", name, err)
 	}
 	db.SQL = stdlib.OpenDBFromPool(db.Pool)
-	t.Logf("outboxtest: database %s from template %s on %s (server from %s)", name, tmpl, srv.addr, srv.source)
+	t.Logf("outboxtest: database %s from template %s on %s (server: %s)", name, tmpl, srv.addr, srv.source)
 	return db, nil
 }

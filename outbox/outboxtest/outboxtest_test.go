@@ -190,11 +190,3 @@ func TestNewWithOptionsRequiresTemplateKey(t *testing.T) {
 	})
 	requireFatal(t, f, "TemplateKey is required")
 }
-
-// TestNewWithoutServerSaysWhatToSet cannot run in parallel: it changes the
-// process environment.
-func TestNewWithoutServerSaysWhatToSet(t *testing.T) {
-	t.Setenv("TXOUTBOX_TEST_DATABASE_URL", "")
-	f := runFake(t, func(tb testing.TB) { outboxtest.New(tb) })
-	requireFatal(t, f, "set TXOUTBOX_TEST_DATABASE_URL", "postgres://")
-}

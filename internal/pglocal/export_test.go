@@ -1,0 +1,4 @@
+package pglocal
+
+// DiesWithParent exposes diesWithParent to the external tests.
+const DiesWithParent = diesWithParent
