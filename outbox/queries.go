@@ -123,3 +123,41 @@ WITH del AS (
 	RETURNING 1
 )
 SELECT count(*) FROM del`
+
+// sqlStats aggregates per topic and queue, each part reading through the
+// partial index for its state.
+const sqlStats = `
+WITH parts AS (
+	SELECT topic, queue,
+		count(*) AS pending,
+		count(*) FILTER (WHERE run_at <= now()) AS due,
+		count(*) FILTER (WHERE attempt > attempt_base) AS retrying,
+		0::bigint AS running, 0::bigint AS dead, 0::bigint AS done_1h, 0::bigint AS dead_1h,
+		extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now())) AS oldest
+	FROM outbox_entries WHERE state = 'pending' GROUP BY topic, queue
+	UNION ALL
+	SELECT topic, queue, 0, 0, 0, count(*), 0, 0, 0, NULL
+	FROM outbox_entries WHERE state = 'running' GROUP BY topic, queue
+	UNION ALL
+	SELECT topic, queue, 0, 0, 0, 0,
+		count(*) FILTER (WHERE state = 'dead'),
+		count(*) FILTER (WHERE state = 'done' AND finished_at > now() - interval '1 hour'),
+		count(*) FILTER (WHERE state = 'dead' AND finished_at > now() - interval '1 hour'),
+		NULL
+	FROM outbox_entries
+	WHERE state = 'dead' OR (state = 'done' AND finished_at > now() - interval '1 hour')
+	GROUP BY topic, queue
+)
+SELECT coalesce(json_agg(json_build_object(
+		'topic', topic, 'queue', queue,
+		'pending', pending, 'due', due, 'retrying', retrying, 'running', running,
+		'dead', dead, 'done_last_hour', done_1h, 'dead_last_hour', dead_1h,
+		'oldest_due_seconds', coalesce(oldest, 0))
+	ORDER BY topic, queue), '[]')::text
+FROM (
+	SELECT topic, queue, sum(pending)::bigint AS pending, sum(due)::bigint AS due,
+		sum(retrying)::bigint AS retrying, sum(running)::bigint AS running,
+		sum(dead)::bigint AS dead, sum(done_1h)::bigint AS done_1h, sum(dead_1h)::bigint AS dead_1h,
+		max(oldest) AS oldest
+	FROM parts GROUP BY topic, queue
+) s`
