@@ -133,6 +133,13 @@ const (
 	maxCompleteBatch = 10000
 )
 
+// Validate reports whether New would accept c, without needing a pool:
+// nil, or the *ConfigError New would return.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
 // withDefaults returns a copy of c with defaults filled in and validates it.
 func (c Config) withDefaults() (Config, error) {
 	if c.Handlers == nil {

@@ -118,6 +118,10 @@ func (r *Relay) ListenerConnected() bool {
 	return r.listener != nil && r.listener.Connected()
 }
 
+// ListenerEnabled reports whether the relay uses LISTEN/NOTIFY (false
+// with Config.DisableListen).
+func (r *Relay) ListenerEnabled() bool { return r.listener != nil }
+
 func (r *Relay) wakeAll() {
 	for _, q := range r.queues {
 		q.signal(q.wake)

@@ -1,0 +1,52 @@
+// Command txoutbox is the txoutbox sidecar relay and operator tool.
+//
+//	txoutbox relay --config relay.json     # run the relay with built-in handlers
+//	txoutbox migrate up                    # apply the schema
+//	txoutbox enqueue <topic> <json>        # write one entry
+//	txoutbox status                        # depth, lag, failures
+//	txoutbox dead list|show|retry          # dead letters
+//
+// SIGTERM (or a first SIGINT) drains gracefully; a second SIGINT stops at
+// once. See docs/sidecar.md.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/txoutbox/txoutbox/sidecar"
+)
+
+func main() {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)
+	go func() {
+		first := <-sigs
+		cancel()
+		for s := range sigs {
+			if s == os.Interrupt && first == os.Interrupt {
+				fmt.Fprintln(os.Stderr, "txoutbox: second interrupt, stopping at once")
+				os.Exit(1)
+			}
+			if s == os.Interrupt {
+				first = s
+			}
+		}
+	}()
+	os.Exit(sidecar.Main(ctx, os.Args[1:], sidecar.Options{
+		Version: version(),
+		Kinds:   builtinKinds(),
+	}))
+}
+
+func version() string {
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" {
+		return info.Main.Version
+	}
+	return "(devel)"
+}

@@ -1,0 +1,28 @@
+// Package sidecar is the txoutbox command line as a library: the relay as
+// its own process (handlers bound from a configuration file, health checks
+// and Prometheus metrics) and the operator commands (migrate, enqueue,
+// status, dead list|show|retry, version).
+//
+// The txoutbox binary is Main plus the built-in handler kinds. A team that
+// wants its own Go handlers in the sidecar builds its own binary:
+//
+//	func main() {
+//		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+//		defer stop()
+//		os.Exit(sidecar.Main(ctx, os.Args[1:], sidecar.Options{
+//			Name: "billing-relay",
+//			Handlers: func(h *relay.Handlers) error {
+//				relay.HandleTx(h, chargeCustomer)
+//				return nil
+//			},
+//		}))
+//	}
+//
+// Exit codes: ExitOK (0), ExitFailure (1) when a command ran and failed,
+// ExitUsage (2) for bad arguments or configuration, in which case nothing
+// was done. The command line uses the standard flag package: one small
+// FlagSet per command, no dependency, and flags may follow arguments.
+//
+// See docs/sidecar.md for the configuration file, the metrics and
+// deployment.
+package sidecar

@@ -1,0 +1,224 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/txoutbox/txoutbox/migrations"
+	"github.com/txoutbox/txoutbox/relay"
+)
+
+func runRelay(ctx context.Context, o *Options, args []string) int {
+	fs := newFlags(o, "relay", "relay [--config FILE] [--database-url URL] [--listen ADDR] [--migrate]",
+		"relay --config /etc/txoutbox/relay.json",
+		"relay --config relay.json --listen 127.0.0.1:9090 --migrate")
+	configPath := fs.String("config", "", "configuration file (JSON); see docs/sidecar.md")
+	dbURL := fs.String("database-url", "", "PostgreSQL URL (default: the variable named by database_url_env, DATABASE_URL)")
+	listen := fs.String("listen", "", "address for /healthz, /readyz and /metrics (overrides the file; \"off\" disables)")
+	migrate := fs.Bool("migrate", false, "apply pending migrations before starting (overrides the file)")
+	if code, done := parse(fs, args); done {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(o.Stderr, "%s relay: unexpected argument %q\n", o.Name, fs.Arg(0))
+		return ExitUsage
+	}
+	cfg, err := LoadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintf(o.Stderr, "%s relay: %v\n", o.Name, err)
+		return ExitUsage
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	if *migrate {
+		cfg.Migrate = true
+	}
+	url := *dbURL
+	if url == "" {
+		url = o.Getenv(cfg.DatabaseURLEnv)
+	}
+	if url == "" {
+		fmt.Fprintf(o.Stderr, "%s relay: no database: pass --database-url or set %s\n", o.Name, cfg.DatabaseURLEnv)
+		return ExitUsage
+	}
+	poolCfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		fmt.Fprintf(o.Stderr, "%s relay: database URL: %v\n", o.Name, err)
+		return ExitUsage
+	}
+	handlers, err := buildHandlers(o, cfg)
+	if err != nil {
+		fmt.Fprintf(o.Stderr, "%s relay: %v\n", o.Name, err)
+		return ExitUsage
+	}
+	log := newLogger(o.Stderr, cfg.Log)
+
+	s := &server{}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := newMetrics(reg, s.currentPool)
+
+	rc := cfg.Relay.relayConfig()
+	rc.Handlers = handlers
+	rc.Logger = log
+	rc.Observer = m
+	// Validate the relay configuration before touching the database.
+	if err := rc.Validate(); err != nil {
+		fmt.Fprintf(o.Stderr, "%s relay: config: relay: %v\n", o.Name, err)
+		return ExitUsage
+	}
+
+	if cfg.Listen != "off" {
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			fmt.Fprintf(o.Stderr, "%s relay: listen %s: %v\n", o.Name, cfg.Listen, err)
+			return ExitUsage
+		}
+		srv := &http.Server{Handler: s.mux(reg), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		defer func() {
+			shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(shutCtx)
+		}()
+		log.Info("txoutbox: serving health and metrics", "addr", ln.Addr().String())
+	}
+
+	// Connect, migrate and run; retry with backoff while the database is
+	// down or not migrated, so the sidecar never crash-loops.
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 500 * time.Millisecond
+	b.MaxInterval = 30 * time.Second
+	b.MaxElapsedTime = 0
+	for ctx.Err() == nil {
+		err := s.session(ctx, poolCfg, rc, cfg.Migrate)
+		if err == nil {
+			return ExitOK
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wait := b.NextBackOff()
+		log.Error("txoutbox: relay cannot run; retrying", "error", err, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+	}
+	log.Info("txoutbox: stopped before the relay could start")
+	return ExitOK
+}
+
+// server holds what the HTTP endpoints read.
+type server struct {
+	mu      sync.Mutex
+	pool    *pgxpool.Pool
+	relay   *relay.Relay
+	running atomic.Bool
+}
+
+func (s *server) currentPool() *pgxpool.Pool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pool
+}
+
+// session runs one connect-migrate-run cycle. It returns nil when ctx ended
+// a running relay, or the error that stopped it from running.
+func (s *server) session(ctx context.Context, poolCfg *pgxpool.Config, rc relay.Config, migrate bool) error {
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg.Copy())
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = pool.Ping(pingCtx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("cannot reach the database: %w", err)
+	}
+	if migrate {
+		db := stdlib.OpenDBFromPool(pool)
+		_, err := migrations.Up(ctx, db)
+		_ = db.Close()
+		if err != nil {
+			return err
+		}
+	}
+	r, err := relay.New(pool, rc)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.pool, s.relay = pool, r
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.pool, s.relay = nil, nil
+		s.mu.Unlock()
+	}()
+	s.running.Store(true)
+	defer s.running.Store(false)
+	err = r.Run(ctx)
+	if err == nil && ctx.Err() == nil {
+		return errors.New("relay stopped unexpectedly")
+	}
+	return err
+}
+
+func (s *server) mux(reg *prometheus.Registry) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		problems := s.notReady(r.Context())
+		if len(problems) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			for _, p := range problems {
+				fmt.Fprintln(w, "not ready:", p)
+			}
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// notReady lists why the relay is not ready: no database, relay not
+// running, or LISTEN down (unless disabled).
+func (s *server) notReady(ctx context.Context) []string {
+	s.mu.Lock()
+	pool, r := s.pool, s.relay
+	s.mu.Unlock()
+	var out []string
+	if pool == nil || !s.running.Load() {
+		return []string{"relay not running (database unreachable or not migrated; see the logs)"}
+	}
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		out = append(out, "database unreachable: "+err.Error())
+	}
+	if r != nil && r.ListenerEnabled() && !r.ListenerConnected() {
+		out = append(out, "LISTEN connection down")
+	}
+	return out
+}
