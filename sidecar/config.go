@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -123,7 +124,11 @@ func LoadConfig(path string) (*FileConfig, error) {
 			return nil, &ConfigError{Err: err}
 		}
 		if err := DecodeStrict(raw, cfg); err != nil {
-			return nil, &ConfigError{Field: fieldOf(err), Err: err}
+			field := fieldOf(err)
+			if field == "" {
+				field = badDurationField(raw)
+			}
+			return nil, &ConfigError{Field: field, Err: err}
 		}
 	}
 	if cfg.DatabaseURLEnv == "" {
@@ -215,3 +220,42 @@ func (c RelayConfig) relayConfig() relay.Config {
 
 // D returns d as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// badDurationField finds the duration setting that failed to parse, since
+// encoding/json does not name the field of a custom unmarshaler's error.
+func badDurationField(raw []byte) string {
+	var top struct {
+		Relay    map[string]json.RawMessage   `json:"relay"`
+		Handlers []map[string]json.RawMessage `json:"handlers"`
+	}
+	if json.Unmarshal(raw, &top) != nil {
+		return ""
+	}
+	bad := func(v json.RawMessage) bool {
+		var s string
+		if json.Unmarshal(v, &s) != nil {
+			return true
+		}
+		_, err := time.ParseDuration(s)
+		return err != nil
+	}
+	keys := make([]string, 0, len(top.Relay))
+	for k := range top.Relay {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if strings.HasSuffix(k, "_interval") || strings.HasSuffix(k, "_duration") ||
+			strings.HasSuffix(k, "_timeout") || strings.HasSuffix(k, "_retention") {
+			if bad(top.Relay[k]) {
+				return "relay." + k
+			}
+		}
+	}
+	for i, h := range top.Handlers {
+		if v, ok := h["timeout"]; ok && bad(v) {
+			return fmt.Sprintf("handlers[%d].timeout", i)
+		}
+	}
+	return ""
+}

@@ -1,9 +1,47 @@
 package main
 
-import "github.com/txoutbox/txoutbox/sidecar"
+import (
+	"encoding/json"
+	"errors"
+
+	"github.com/txoutbox/txoutbox/handlers/pdf"
+	"github.com/txoutbox/txoutbox/relay"
+	"github.com/txoutbox/txoutbox/sidecar"
+)
 
 // builtinKinds binds the built-in handlers to the configuration file's
-// "kind" names.
+// "kind" names. Each decodes its own "config" object strictly.
 func builtinKinds() []sidecar.Kind {
-	return nil
+	return []sidecar.Kind{
+		{Name: "pdf", Register: registerPDF},
+	}
+}
+
+// pdfConfig is the "config" of a {"kind": "pdf"} handler.
+type pdfConfig struct {
+	// Dir is the directory documents are written to (required).
+	Dir string `json:"dir"`
+	// Prefix is the sub-directory of each object name (default: the topic).
+	Prefix string `json:"prefix"`
+	// MaxBytes bounds one rendered document (default 32 MiB).
+	MaxBytes int64 `json:"max_bytes"`
+}
+
+func registerPDF(h *relay.Handlers, raw json.RawMessage, _ func(string) string, opts ...relay.HandlerOption) error {
+	var c pdfConfig
+	if err := sidecar.DecodeStrict(raw, &c); err != nil {
+		return err
+	}
+	if c.Dir == "" {
+		return errors.New("dir: required (the directory documents are written to)")
+	}
+	var po []pdf.Option
+	if c.Prefix != "" {
+		po = append(po, pdf.WithPrefix(c.Prefix))
+	}
+	if c.MaxBytes > 0 {
+		po = append(po, pdf.WithMaxBytes(c.MaxBytes))
+	}
+	po = append(po, pdf.WithHandlerOptions(opts...))
+	return pdf.Register(h, pdf.DirStore{Dir: c.Dir}, pdf.InvoiceRenderer{}, po...)
 }
