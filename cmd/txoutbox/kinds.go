@@ -14,6 +14,7 @@ import (
 func builtinKinds() []sidecar.Kind {
 	return []sidecar.Kind{
 		{Name: "pdf", Register: registerPDF},
+		{Name: "webhook", Register: registerWebhook},
 	}
 }
 

@@ -53,6 +53,8 @@ func run(t *testing.T, env []string, args ...string) (int, string) {
 	return code, out.String()
 }
 
+func newDB(t *testing.T) *outboxtest.DB { return outboxtest.New(t) }
+
 func writeFile(t *testing.T, body string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "relay.json")
