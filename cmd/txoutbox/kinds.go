@@ -15,6 +15,7 @@ func builtinKinds() []sidecar.Kind {
 	return []sidecar.Kind{
 		{Name: "pdf", Register: registerPDF},
 		{Name: "webhook", Register: registerWebhook},
+		{Name: "email", Register: registerEmail},
 	}
 }
 

@@ -116,3 +116,70 @@ func TestBinaryMissingSecretExitsTwo(t *testing.T) {
 		t.Fatalf("bad URL: exit %d: %s", code, out)
 	}
 }
+
+// Dead entries retried with the CLI go back to the relay and complete.
+func TestBinaryDeadRetryCompletes(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	key := []byte("0123456789abcdef0123456789abcdef")
+	var mu sync.Mutex
+	gone := true
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if gone {
+			w.WriteHeader(http.StatusGone)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer receiver.Close()
+	config := writeFile(t, `{"log": {"format": "text"}, "relay": {"poll_interval": "50ms"},
+		"handlers": [{"kind": "webhook", "config": {"allow_private_networks": true,
+			"endpoints": {"crm": {"url": "`+receiver.URL+`", "secrets_env": ["CRM_SECRET"]}}}}]}`)
+	env := []string{"DATABASE_URL=" + db.URL, "CRM_SECRET=whsec_" + base64.StdEncoding.EncodeToString(key)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, "relay", "--config", config, "--listen", "off")
+	cmd.Env = append(os.Environ(), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = cmd.Wait() }()
+
+	for i := range 3 {
+		if code, o := run(t, env, "enqueue", "webhook.deliver", fmt.Sprintf(`{"endpoint": "crm", "type": "t", "data": {"i": %d}}`, i)); code != 0 {
+			t.Fatalf("enqueue: %d %s", code, o)
+		}
+	}
+	waitCount := func(state string, n int) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for {
+			var c int
+			if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox_entries WHERE state = $1`, state).Scan(&c); err != nil {
+				t.Fatal(err)
+			}
+			if c == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d entries %s, want %d; relay output:\n%s", c, state, n, out.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitCount("dead", 3)
+	if code, o := run(t, env, "dead", "list"); code != 0 || !strings.Contains(o, "410") {
+		t.Fatalf("dead list: %d %s", code, o)
+	}
+	mu.Lock()
+	gone = false
+	mu.Unlock()
+	if code, o := run(t, env, "dead", "retry", "--topic", "webhook.deliver"); code != 0 || !strings.Contains(o, "retrying 3") {
+		t.Fatalf("dead retry: %d %s", code, o)
+	}
+	waitCount("done", 3)
+}
