@@ -55,6 +55,7 @@ func (r *Relay) flush(batch []completion, final bool) {
 	for {
 		applied, err := r.completeBatch(batch)
 		if err == nil {
+			r.observe(Event{Kind: EventOutcomesWritten, Count: len(batch)})
 			r.settleBatch(batch, applied)
 			return
 		}

@@ -40,6 +40,8 @@ const (
 	// EventError: a relay operation (claim, complete, renew, maintenance)
 	// failed and will be retried.
 	EventError
+	// EventOutcomesWritten: one completion statement wrote Count outcomes.
+	EventOutcomesWritten
 )
 
 var eventNames = map[EventKind]string{
@@ -47,7 +49,7 @@ var eventNames = map[EventKind]string{
 	EventRetry: "retry", EventDead: "dead", EventHandedBack: "handed_back", EventFenced: "fenced",
 	EventLeaseLost: "lease_lost", EventRescued: "rescued", EventDeleted: "deleted",
 	EventUnhandled: "unhandled", EventListenerUp: "listener_up", EventListenerDown: "listener_down",
-	EventError: "error",
+	EventError: "error", EventOutcomesWritten: "outcomes_written",
 }
 
 // String returns the event's name, e.g. "done".

@@ -18,6 +18,7 @@ type metrics struct {
 	attempts  *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	claims    prometheus.Histogram
+	completes prometheus.Histogram
 	leaseLost prometheus.Counter
 	rescued   prometheus.Counter
 	errors    prometheus.Counter
@@ -44,6 +45,11 @@ func newMetrics(reg prometheus.Registerer, pool func() *pgxpool.Pool) *metrics {
 			Help:    "Entries per claim statement.",
 			Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000},
 		}),
+		completes: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "txoutbox_completion_batch_size",
+			Help:    "Outcomes written per completion statement.",
+			Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000},
+		}),
 		leaseLost: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "txoutbox_leases_lost_total", Help: "Leases that could not be renewed (handler cancelled).",
 		}),
@@ -57,7 +63,7 @@ func newMetrics(reg prometheus.Registerer, pool func() *pgxpool.Pool) *metrics {
 			Name: "txoutbox_listener_connected", Help: "1 while the LISTEN connection is up.",
 		}),
 	}
-	reg.MustRegister(m.outcomes, m.attempts, m.duration, m.claims, m.leaseLost, m.rescued, m.errors, m.listener,
+	reg.MustRegister(m.outcomes, m.attempts, m.duration, m.claims, m.completes, m.leaseLost, m.rescued, m.errors, m.listener,
 		&tableCollector{pool: pool})
 	return m
 }
@@ -67,6 +73,8 @@ func (m *metrics) Observe(e relay.Event) {
 	switch e.Kind {
 	case relay.EventClaimed:
 		m.claims.Observe(float64(e.Count))
+	case relay.EventOutcomesWritten:
+		m.completes.Observe(float64(e.Count))
 	case relay.EventStarted:
 		m.attempts.WithLabelValues(e.Topic, e.Queue).Inc()
 	case relay.EventDone, relay.EventRetry, relay.EventDead, relay.EventSkipped, relay.EventHandedBack, relay.EventFenced:

@@ -295,6 +295,8 @@ func TestSidecarWaitsForDatabaseAndReportsMetrics(t *testing.T) {
 		`txoutbox_entries_due{queue="default",topic="nobody.handles"} 3`,
 		`txoutbox_database_up 1`,
 		`txoutbox_listener_connected 1`,
+		`txoutbox_completion_batch_size_bucket`,
+		`txoutbox_claim_batch_size_bucket`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
