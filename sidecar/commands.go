@@ -412,5 +412,4 @@ func countSelected(ctx context.Context, pool *pgxpool.Pool, sel outbox.Selection
 	return n, err
 }
 
-
 func isInvalid(err error) bool { return errors.Is(err, outbox.ErrInvalid) }
