@@ -203,13 +203,13 @@ func TestMessageIDStaysTheSameAcrossARetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	retry := ev.wait(t, res.ID, relay.EventRetry)
+	retry := ev.Wait(t, res.ID, relay.EventRetry)
 	var se *email.SMTPError
 	if !errors.As(retry.Err, &se) || se.Code != 451 || se.EnhancedCode != "4.3.0" || !se.Temporary() {
 		t.Fatalf("retry error %v; want an *email.SMTPError 451 4.3.0", retry.Err)
 	}
 	s.setAnswer(accept)
-	ev.wait(t, res.ID, relay.EventDone)
+	ev.Wait(t, res.ID, relay.EventDone)
 
 	all := s.all()
 	if len(all) < 2 || all[0].Accepted || !all[len(all)-1].Accepted {
@@ -246,7 +246,7 @@ func TestBadAddressIsDeadLetteredWithAClearMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead := ev.wait(t, res.ID, relay.EventDead)
+	dead := ev.Wait(t, res.ID, relay.EventDead)
 	if dead.Attempt != 1 {
 		t.Errorf("dead after attempt %d; want 1", dead.Attempt)
 	}

@@ -8,11 +8,27 @@
 //   - a retryable failure is retried and a permanent one dead-lettered;
 //   - cancellation (the attempt's timeout) is honoured: the handler returns
 //     and the attempt fails instead of hanging.
+//
+// Its building blocks serve a handler's own tests as well: [StartRelay]
+// runs a relay with settings fit for tests until the test ends, and the
+// [Recorder] it returns lets the test wait for what the relay did with an
+// entry:
+//
+//	db := outboxtest.New(t)
+//	h := relay.NewHandlers()
+//	if err := mypkg.Register(h, cfg); err != nil {
+//		t.Fatal(err)
+//	}
+//	rec := handlertest.StartRelay(t, db.Pool, h)
+//	res, err := outbox.Enqueue(ctx, db.Pool, msg)
+//	if err != nil {
+//		t.Fatal(err)
+//	}
+//	rec.Wait(t, res.ID, relay.EventDone) // fails t if it never comes
 package handlertest
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -67,11 +83,8 @@ func Run(t *testing.T, setup Setup) {
 		h := setup(t)
 		db, ev := start(t, h, time.Minute)
 		ctx := context.Background()
-		id, err := h.Enqueue(ctx, db.Pool, "conformance-1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ev.wait(t, id, relay.EventDone)
+		id := enqueue(t, h, db, "conformance-1")
+		ev.Wait(t, id, relay.EventDone)
 		if n := h.Effects("conformance-1"); n != 1 {
 			t.Fatalf("%d effects after the first delivery; want 1", n)
 		}
@@ -79,11 +92,8 @@ func Run(t *testing.T, setup Setup) {
 		if _, err := db.Pool.Exec(ctx, `DELETE FROM outbox_entries WHERE id = $1`, id); err != nil {
 			t.Fatal(err)
 		}
-		again, err := h.Enqueue(ctx, db.Pool, "conformance-1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ev.wait(t, again, relay.EventSkipped)
+		again := enqueue(t, h, db, "conformance-1")
+		ev.Wait(t, again, relay.EventSkipped)
 		if n := h.Effects("conformance-1"); n != 1 {
 			t.Fatalf("%d effects after re-delivery; want still 1", n)
 		}
@@ -93,13 +103,10 @@ func Run(t *testing.T, setup Setup) {
 		h := setup(t)
 		h.SetMode(Retryable)
 		db, ev := start(t, h, time.Minute)
-		id, err := h.Enqueue(context.Background(), db.Pool, "conformance-2")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ev.wait(t, id, relay.EventRetry)
+		id := enqueue(t, h, db, "conformance-2")
+		ev.Wait(t, id, relay.EventRetry)
 		h.SetMode(OK)
-		ev.wait(t, id, relay.EventDone)
+		ev.Wait(t, id, relay.EventDone)
 		if n := h.Effects("conformance-2"); n != 1 {
 			t.Fatalf("%d effects; want 1", n)
 		}
@@ -109,15 +116,12 @@ func Run(t *testing.T, setup Setup) {
 		h := setup(t)
 		h.SetMode(Permanent)
 		db, ev := start(t, h, time.Minute)
-		id, err := h.Enqueue(context.Background(), db.Pool, "conformance-3")
-		if err != nil {
-			t.Fatal(err)
-		}
-		dead := ev.wait(t, id, relay.EventDead)
+		id := enqueue(t, h, db, "conformance-3")
+		dead := ev.Wait(t, id, relay.EventDead)
 		if dead.Attempt != 1 {
 			t.Fatalf("dead-lettered after attempt %d; a permanent failure must not be retried", dead.Attempt)
 		}
-		if n := ev.count(id, relay.EventRetry); n != 0 {
+		if n := ev.Count(id, relay.EventRetry); n != 0 {
 			t.Fatalf("%d retries of a permanent failure", n)
 		}
 	})
@@ -126,101 +130,34 @@ func Run(t *testing.T, setup Setup) {
 		h := setup(t)
 		h.SetMode(Hang)
 		db, ev := start(t, h, 200*time.Millisecond)
-		id, err := h.Enqueue(context.Background(), db.Pool, "conformance-4")
-		if err != nil {
-			t.Fatal(err)
-		}
-		retry := ev.wait(t, id, relay.EventRetry)
+		id := enqueue(t, h, db, "conformance-4")
+		retry := ev.Wait(t, id, relay.EventRetry)
 		if retry.Err == nil {
 			t.Fatal("a hung attempt reported no error")
 		}
 		h.SetMode(OK)
-		ev.wait(t, id, relay.EventDone)
+		ev.Wait(t, id, relay.EventDone)
 	})
 }
 
-// start makes a database and runs a relay with the harness's handler, a
-// zero retry delay and the given attempt timeout.
-func start(t *testing.T, h Harness, timeout time.Duration) (*outboxtest.DB, *recorder) {
+// enqueue enqueues the harness's entry for key, failing t if it cannot,
+// and returns the entry's id.
+func enqueue(t *testing.T, h Harness, db *outboxtest.DB, key string) int64 {
+	t.Helper()
+	id, err := h.Enqueue(context.Background(), db.Pool, key)
+	if err != nil {
+		t.Fatalf("Enqueue(%q): %v", key, err)
+	}
+	return id
+}
+
+// start makes a database and runs a relay with the harness's handler, the
+// StartRelay settings and the given attempt timeout.
+func start(t *testing.T, h Harness, timeout time.Duration) (*outboxtest.DB, *Recorder) {
 	t.Helper()
 	db := outboxtest.New(t)
-	rec := &recorder{changed: make(chan struct{})}
 	handlers := relay.NewHandlers()
 	h.Register(handlers)
-	r, err := relay.New(db.Pool, relay.Config{
-		Handlers:          handlers,
-		PollInterval:      20 * time.Millisecond,
-		HandlerTimeout:    timeout,
-		RetentionInterval: -1,
-		ShutdownTimeout:   time.Second,
-		RetryPolicy:       relay.RetryPolicyFunc(func(int, error) time.Duration { return 10 * time.Millisecond }),
-		Observer:          rec,
-		Logger:            discard(),
-	})
-	if err != nil {
-		t.Fatalf("relay.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("relay.Run: %v", err)
-		}
-	})
+	rec := StartRelay(t, db.Pool, handlers, func(c *relay.Config) { c.HandlerTimeout = timeout })
 	return db, rec
-}
-
-// hangGuard bounds every wait (a guard against hangs, not a timing check).
-const hangGuard = time.Minute
-
-type recorder struct {
-	mu      sync.Mutex
-	all     []relay.Event
-	changed chan struct{}
-}
-
-func (r *recorder) Observe(e relay.Event) {
-	r.mu.Lock()
-	r.all = append(r.all, e)
-	close(r.changed)
-	r.changed = make(chan struct{})
-	r.mu.Unlock()
-}
-
-func (r *recorder) count(id int64, kind relay.EventKind) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, e := range r.all {
-		if e.EntryID == id && e.Kind == kind {
-			n++
-		}
-	}
-	return n
-}
-
-func (r *recorder) wait(t *testing.T, id int64, kind relay.EventKind) relay.Event {
-	t.Helper()
-	deadline := time.NewTimer(hangGuard)
-	defer deadline.Stop()
-	seen := 0
-	for {
-		r.mu.Lock()
-		for ; seen < len(r.all); seen++ {
-			if e := r.all[seen]; e.EntryID == id && e.Kind == kind {
-				r.mu.Unlock()
-				return e
-			}
-		}
-		changed := r.changed
-		r.mu.Unlock()
-		select {
-		case <-changed:
-		case <-deadline.C:
-			t.Fatalf("entry %d: no %s event within %s", id, kind, hangGuard)
-			return relay.Event{}
-		}
-	}
 }

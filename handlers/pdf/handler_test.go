@@ -37,7 +37,7 @@ func TestInvoiceIsStoredAndRecorded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev.wait(t, res.ID, relay.EventDone)
+	ev.Wait(t, res.ID, relay.EventDone)
 
 	name := pdf.ObjectName("pdf.invoice", key)
 	if got := files(t, dir); !slices.Equal(got, []string{name}) {
@@ -101,11 +101,11 @@ func TestRetryUsesTheSameName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	retry := ev.wait(t, res.ID, relay.EventRetry)
+	retry := ev.Wait(t, res.ID, relay.EventRetry)
 	if !errors.Is(retry.Err, errDiskFull) {
 		t.Fatalf("retry error %v; want the store's error", retry.Err)
 	}
-	ev.wait(t, res.ID, relay.EventDone)
+	ev.Wait(t, res.ID, relay.EventDone)
 
 	name := pdf.ObjectName("pdf.invoice", key)
 	if got := store.putNames(); !slices.Equal(got, []string{name, name}) {
@@ -131,7 +131,7 @@ func TestInvalidInvoiceIsDeadLettered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead := ev.wait(t, res.ID, relay.EventDead)
+	dead := ev.Wait(t, res.ID, relay.EventDead)
 	if dead.Attempt != 1 {
 		t.Fatalf("dead after attempt %d; want 1", dead.Attempt)
 	}
@@ -139,7 +139,7 @@ func TestInvalidInvoiceIsDeadLettered(t *testing.T) {
 	if !ok || verr.Field != "lines[1].quantity" || !errors.Is(dead.Err, pdf.ErrInvalidDocument) {
 		t.Fatalf("dead-letter error %v; want a ValidationError for lines[1].quantity", dead.Err)
 	}
-	if n := ev.count(res.ID, relay.EventRetry); n != 0 {
+	if n := ev.Count(res.ID, relay.EventRetry); n != 0 {
 		t.Fatalf("%d retries of an invalid invoice", n)
 	}
 	if got := store.putNames(); len(got) != 0 {
@@ -171,12 +171,12 @@ func TestRegisterPassesHandlerOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	retry := ev.wait(t, res.ID, relay.EventRetry)
+	retry := ev.Wait(t, res.ID, relay.EventRetry)
 	if !errors.Is(retry.Err, context.DeadlineExceeded) && !errors.Is(retry.Err, relay.ErrHandlerTimeout) {
 		t.Fatalf("retry error %v; want the handler timeout", retry.Err)
 	}
 	store.setMode(handlertest.OK)
-	ev.wait(t, res.ID, relay.EventDone)
+	ev.Wait(t, res.ID, relay.EventDone)
 }
 
 // newHandler builds a handler for direct calls, failing the test on error.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -171,94 +170,16 @@ func (s *testStore) putNames() []string {
 	return slices.Clone(s.names)
 }
 
-// recorder collects relay events and waits for them.
-type recorder struct {
-	mu      sync.Mutex
-	all     []relay.Event
-	changed chan struct{}
-}
-
-func newRecorder() *recorder { return &recorder{changed: make(chan struct{})} }
-
-func (r *recorder) Observe(e relay.Event) {
-	r.mu.Lock()
-	r.all = append(r.all, e)
-	close(r.changed)
-	r.changed = make(chan struct{})
-	r.mu.Unlock()
-}
-
-// hangGuard bounds every wait (a guard against hangs, not a timing check).
-const hangGuard = time.Minute
-
-// wait returns the first event of kind for entry id, failing the test if
-// none comes within hangGuard.
-func (r *recorder) wait(t *testing.T, id int64, kind relay.EventKind) relay.Event {
-	t.Helper()
-	deadline := time.NewTimer(hangGuard)
-	defer deadline.Stop()
-	for seen := 0; ; {
-		r.mu.Lock()
-		for ; seen < len(r.all); seen++ {
-			if e := r.all[seen]; e.EntryID == id && e.Kind == kind {
-				r.mu.Unlock()
-				return e
-			}
-		}
-		changed := r.changed
-		r.mu.Unlock()
-		select {
-		case <-changed:
-		case <-deadline.C:
-			t.Fatalf("entry %d: no %s event within %s", id, kind, hangGuard)
-		}
-	}
-}
-
-func (r *recorder) count(id int64, kind relay.EventKind) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, e := range r.all {
-		if e.EntryID == id && e.Kind == kind {
-			n++
-		}
-	}
-	return n
-}
-
-// startRelay runs a relay with handlers on a fresh database until the test
-// ends, with a short poll interval and no retry delay.
-func startRelay(t *testing.T, register func(*relay.Handlers) error) (*outboxtest.DB, *recorder) {
+// startRelay makes a database and runs a relay (handlertest.StartRelay)
+// with the handlers that register registers.
+func startRelay(t *testing.T, register func(*relay.Handlers) error) (*outboxtest.DB, *handlertest.Recorder) {
 	t.Helper()
 	db := outboxtest.New(t)
 	h := relay.NewHandlers()
 	if err := register(h); err != nil {
 		t.Fatalf("registering: %v", err)
 	}
-	rec := newRecorder()
-	r, err := relay.New(db.Pool, relay.Config{
-		Handlers:          h,
-		PollInterval:      20 * time.Millisecond,
-		RetentionInterval: -1,
-		ShutdownTimeout:   time.Second,
-		RetryPolicy:       relay.RetryPolicyFunc(func(int, error) time.Duration { return 0 }),
-		Observer:          rec,
-		Logger:            slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatalf("relay.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("relay.Run: %v", err)
-		}
-	})
-	return db, rec
+	return db, handlertest.StartRelay(t, db.Pool, h)
 }
 
 // readFile reads a file, failing the test if it cannot.

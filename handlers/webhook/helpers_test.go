@@ -1,7 +1,6 @@
 package webhook_test
 
 import (
-	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -9,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -18,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/txoutbox/txoutbox/handlers/handlertest"
 	"github.com/txoutbox/txoutbox/handlers/webhook"
 	"github.com/txoutbox/txoutbox/outbox/outboxtest"
 	"github.com/txoutbox/txoutbox/relay"
@@ -175,73 +174,15 @@ func verify(secret string, h http.Header, body []byte, now time.Time, tolerance 
 	return errors.New("no signature matches")
 }
 
-// recorder keeps the relay's events and lets a test wait for one.
-type recorder struct {
-	mu      sync.Mutex
-	all     []relay.Event
-	changed chan struct{}
-}
-
-func newRecorder() *recorder { return &recorder{changed: make(chan struct{})} }
-
-func (r *recorder) Observe(e relay.Event) {
-	r.mu.Lock()
-	r.all = append(r.all, e)
-	close(r.changed)
-	r.changed = make(chan struct{})
-	r.mu.Unlock()
-}
-
-func (r *recorder) wait(t testing.TB, id int64, kind relay.EventKind) relay.Event {
+// runRelay makes a database and runs a relay (handlertest.StartRelay) with
+// the webhook handler built from cfg by Register; opts edit the relay's
+// configuration.
+func runRelay(t *testing.T, cfg webhook.Config, opts ...func(*relay.Config)) (*outboxtest.DB, *handlertest.Recorder) {
 	t.Helper()
-	deadline := time.NewTimer(hangGuard)
-	defer deadline.Stop()
-	seen := 0
-	for {
-		r.mu.Lock()
-		for ; seen < len(r.all); seen++ {
-			if e := r.all[seen]; e.EntryID == id && e.Kind == kind {
-				r.mu.Unlock()
-				return e
-			}
-		}
-		changed := r.changed
-		r.mu.Unlock()
-		select {
-		case <-changed:
-		case <-deadline.C:
-			t.Fatalf("entry %d: no %s event within %s", id, kind, hangGuard)
-			return relay.Event{}
-		}
+	db := outboxtest.New(t)
+	h := relay.NewHandlers()
+	if err := webhook.Register(h, cfg); err != nil {
+		t.Fatalf("webhook.Register: %v", err)
 	}
+	return db, handlertest.StartRelay(t, db.Pool, h, opts...)
 }
-
-// runRelay runs a relay on db with h until the test ends. Retries come
-// after 10ms unless policy says otherwise (nil: the relay's default).
-func runRelay(t testing.TB, db *outboxtest.DB, h *relay.Handlers, policy relay.RetryPolicy, obs relay.Observer) {
-	t.Helper()
-	r, err := relay.New(db.Pool, relay.Config{
-		Handlers:          h,
-		PollInterval:      20 * time.Millisecond,
-		RetentionInterval: -1,
-		ShutdownTimeout:   time.Second,
-		RetryPolicy:       policy,
-		Observer:          obs,
-		Logger:            slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatalf("relay.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("relay.Run: %v", err)
-		}
-	})
-}
-
-// fastRetry retries after 10ms.
-var fastRetry = relay.RetryPolicyFunc(func(int, error) time.Duration { return 10 * time.Millisecond })

@@ -15,7 +15,6 @@ import (
 	"github.com/txoutbox/txoutbox/handlers/handlertest"
 	"github.com/txoutbox/txoutbox/handlers/webhook"
 	"github.com/txoutbox/txoutbox/outbox"
-	"github.com/txoutbox/txoutbox/outbox/outboxtest"
 	"github.com/txoutbox/txoutbox/relay"
 )
 
@@ -80,18 +79,12 @@ func TestRetryAfterThroughTheRelay(t *testing.T) {
 		w.Header().Set("Retry-After", "120")
 		w.WriteHeader(http.StatusTooManyRequests)
 	})
-	db := outboxtest.New(t)
-	rec := newRecorder()
-	h := relay.NewHandlers()
-	if err := webhook.Register(h, oneEndpoint(rc.srv.URL, newSecret(t))); err != nil {
-		t.Fatal(err)
-	}
-	runRelay(t, db, h, nil, rec)
+	db, rec := runRelay(t, oneEndpoint(rc.srv.URL, newSecret(t)), func(c *relay.Config) { c.RetryPolicy = nil })
 	res, err := outbox.Enqueue(context.Background(), db.Pool, webhook.Event{Endpoint: "recv", Type: "t"}, outbox.WithKey("rate-limited"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := rec.wait(t, res.ID, relay.EventRetry)
+	ev := rec.Wait(t, res.ID, relay.EventRetry)
 	if ev.RetryIn != 2*time.Minute {
 		t.Fatalf("retry in %s; want 2m from Retry-After", ev.RetryIn)
 	}
@@ -117,20 +110,14 @@ func TestRetryKeepsTheIDAndRecordsTheResult(t *testing.T) {
 		}
 		w.WriteHeader(http.StatusAccepted)
 	})
-	db := outboxtest.New(t)
-	rec := newRecorder()
-	h := relay.NewHandlers()
-	if err := webhook.Register(h, oneEndpoint(rc.srv.URL, secret)); err != nil {
-		t.Fatal(err)
-	}
-	runRelay(t, db, h, fastRetry, rec)
+	db, rec := runRelay(t, oneEndpoint(rc.srv.URL, secret))
 	ctx := context.Background()
 	res, err := outbox.Enqueue(ctx, db.Pool, webhook.Event{Endpoint: "recv", Type: "order.paid", Data: json.RawMessage(`{"order":17}`)}, outbox.WithKey("order.paid:17"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec.wait(t, res.ID, relay.EventRetry)
-	rec.wait(t, res.ID, relay.EventDone)
+	rec.Wait(t, res.ID, relay.EventRetry)
+	rec.Wait(t, res.ID, relay.EventDone)
 
 	reqs := rc.requests()
 	if len(reqs) != 2 {
@@ -165,19 +152,13 @@ func TestRetryKeepsTheIDAndRecordsTheResult(t *testing.T) {
 func TestGoneIsDeadLettered(t *testing.T) {
 	t.Parallel()
 	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(http.StatusGone) })
-	db := outboxtest.New(t)
-	rec := newRecorder()
-	h := relay.NewHandlers()
-	if err := webhook.Register(h, oneEndpoint(rc.srv.URL, newSecret(t))); err != nil {
-		t.Fatal(err)
-	}
-	runRelay(t, db, h, fastRetry, rec)
+	db, rec := runRelay(t, oneEndpoint(rc.srv.URL, newSecret(t)))
 	ctx := context.Background()
 	gone, err := outbox.Enqueue(ctx, db.Pool, webhook.Event{Endpoint: "recv", Type: "t"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev := rec.wait(t, gone.ID, relay.EventDead); ev.Attempt != 1 {
+	if ev := rec.Wait(t, gone.ID, relay.EventDead); ev.Attempt != 1 {
 		t.Fatalf("410 dead after attempt %d; want 1", ev.Attempt)
 	}
 	e, err := outbox.Get(ctx, db.Pool, gone.ID)
