@@ -117,6 +117,13 @@ func (r *Relay) settleBatch(batch []completion, applied map[int64]bool) {
 // database is unreachable, handlers are cancelled as their local deadline
 // passes, before another relay can take the entry over.
 func (r *Relay) heartbeatLoop(stop <-chan struct{}) {
+	// Local expiry has a loop of its own: a renewal waits for writeMu, and
+	// a completion write that hangs (the database unreachable without an
+	// error, up to its 30s timeout) must not keep handlers running past
+	// their lease while another relay takes their entries over.
+	expiryDone := make(chan struct{})
+	go func() { defer close(expiryDone); r.expiryLoop(stop) }()
+	defer func() { <-expiryDone }()
 	t := time.NewTicker(r.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
@@ -129,15 +136,35 @@ func (r *Relay) heartbeatLoop(stop <-chan struct{}) {
 	}
 }
 
-func (r *Relay) renew() {
-	r.writeMu.Lock()
-	defer r.writeMu.Unlock()
-	// Leases whose local deadline passed (the last renewals failed) are
-	// lost whatever this renewal brings.
+// expiryLoop cancels, every HeartbeatInterval, the handlers whose lease
+// passed its local deadline without a renewal, until stop.
+func (r *Relay) expiryLoop(stop <-chan struct{}) {
+	t := time.NewTicker(r.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		r.expireLocal()
+	}
+}
+
+// expireLocal cancels the handlers of leases whose local deadline passed
+// (the last renewals failed or could not run): they are lost whatever a
+// renewal would bring.
+func (r *Relay) expireLocal() {
 	for _, le := range r.leases.expire(time.Now()) {
 		r.observe(Event{Kind: EventLeaseLost, EntryID: le.id, Err: ErrLeaseLost})
 		r.log.Warn("txoutbox: lease expired without renewal; handler cancelled", "entry", le.id)
 	}
+}
+
+func (r *Relay) renew() {
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	r.expireLocal()
 	held := r.leases.renewable()
 	if len(held) == 0 {
 		return
