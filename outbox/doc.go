@@ -43,6 +43,17 @@
 // to their users. [ListDead], [Replay] and [Discard] manage dead-lettered
 // entries.
 //
+// # Waiting for completion
+//
+// [Wait] blocks until an entry is done or dead and returns it with the
+// result its handler reported; it is woken by the relay's notification on
+// [ProgressChannel], with a slow poll as the fallback. A [Watcher] does the
+// same for many concurrent waiters over one LISTEN connection, and follows
+// groups of entries by correlation id ([WithCorrelationID],
+// [ListByCorrelation]); package progress streams it to browsers as
+// Server-Sent Events. [Producer.Headers] stores context-derived headers,
+// such as the request's trace context (package txotel), with every entry.
+//
 // # Errors
 //
 // Invalid input returns an error for which errors.Is reports [ErrInvalid]

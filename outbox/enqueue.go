@@ -54,6 +54,14 @@ type Producer struct {
 	// Zero means DefaultMaxPayloadBytes; larger entries are refused with
 	// ErrPayloadTooLarge before anything is written.
 	MaxPayloadBytes int
+
+	// Headers, when set, is called with the context of every Enqueue and
+	// EnqueueBatch, and the headers it returns are stored with each entry
+	// in the same insert; headers given with WithHeaders win over them.
+	// Use it to carry the request's trace context to the handler:
+	// txotel.Headers stores the W3C traceparent and tracestate. Default
+	// nil: nothing is added, at no cost.
+	Headers func(ctx context.Context) map[string]string
 }
 
 // Enqueue writes one entry with a zero Producer. See Producer.Enqueue.
@@ -90,6 +98,14 @@ type row struct {
 	headers     []byte
 }
 
+// contextHeaders returns p.Headers(ctx), or nil without a Headers hook.
+func (p Producer) contextHeaders(ctx context.Context) map[string]string {
+	if p.Headers == nil {
+		return nil
+	}
+	return p.Headers(ctx)
+}
+
 func (p Producer) limit() int {
 	if p.MaxPayloadBytes > 0 {
 		return p.MaxPayloadBytes
@@ -97,12 +113,16 @@ func (p Producer) limit() int {
 	return DefaultMaxPayloadBytes
 }
 
-// prepare validates msg and opts and encodes them.
-func (p Producer) prepare(msg Message, opts []Option) (row, error) {
+// prepare validates msg and opts and encodes them; ctxHeaders (from
+// p.Headers) come first, so that the options' headers win.
+func (p Producer) prepare(msg Message, ctxHeaders map[string]string, opts []Option) (row, error) {
 	if isNil(msg) {
 		return row{}, invalid("message", "nil message")
 	}
 	var o options
+	if len(ctxHeaders) > 0 {
+		WithHeaders(ctxHeaders)(&o)
+	}
 	if d, ok := msg.(OptionsProvider); ok {
 		for _, opt := range d.EnqueueOptions() {
 			if opt != nil {
@@ -240,7 +260,7 @@ func (p Producer) Enqueue(ctx context.Context, q Querier, msg Message, opts ...O
 	if err := checkQuerier(q); err != nil {
 		return Enqueued{}, err
 	}
-	r, err := p.prepare(msg, opts)
+	r, err := p.prepare(msg, p.contextHeaders(ctx), opts)
 	if err != nil {
 		return Enqueued{}, err
 	}
@@ -297,8 +317,9 @@ func (p Producer) EnqueueBatch(ctx context.Context, q Querier, items []Item) ([]
 		delays   = make([]int64, n)
 		headers  = make([]string, n)
 	)
+	ctxHeaders := p.contextHeaders(ctx)
 	for i, it := range items {
-		r, err := p.prepare(it.Message, it.Options)
+		r, err := p.prepare(it.Message, ctxHeaders, it.Options)
 		if err != nil {
 			return nil, fmt.Errorf("outbox: batch item %d: %w", i, err)
 		}

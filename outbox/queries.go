@@ -161,3 +161,28 @@ FROM (
 		max(oldest) AS oldest
 	FROM parts GROUP BY topic, queue
 ) s`
+
+// sqlListByCorrelation lists the entries whose correlation_id header is $1,
+// oldest first. Without an expression index on
+// ((headers->>'correlation_id')) it scans the table; see
+// docs/observability.md.
+const sqlListByCorrelation = `
+SELECT coalesce(json_agg(x.j ORDER BY x.id), '[]')::text FROM (
+	SELECT e.id, ` + entryJSON + ` AS j
+	FROM outbox_entries e
+	WHERE e.headers->>'correlation_id' = $1::text
+	ORDER BY e.id
+	LIMIT $2
+) x`
+
+// sqlGetMany reads the entries with the ids $1 (primary key lookups).
+const sqlGetMany = `
+SELECT coalesce(json_agg(` + entryJSON + ` ORDER BY e.id), '[]')::text
+FROM outbox_entries e WHERE e.id = ANY($1::bigint[])`
+
+// sqlCorrelationsOf maps the ids $1 (primary key lookups) to their
+// correlation ids, for those that have one.
+const sqlCorrelationsOf = `
+SELECT coalesce(json_object_agg(e.id::text, e.headers->>'correlation_id'), '{}')::text
+FROM outbox_entries e
+WHERE e.id = ANY($1::bigint[]) AND e.headers->>'correlation_id' IS NOT NULL`

@@ -121,6 +121,11 @@ type Config struct {
 	// Observer receives events for metrics and tests. Optional.
 	Observer Observer
 
+	// Tracer, when set, wraps every handler attempt, for example in an
+	// OpenTelemetry span that continues the producer's trace (package
+	// txotel). Default nil: no tracing, at no cost.
+	Tracer Tracer
+
 	// Now, when set, replaces the database clock for due times, leases and
 	// retention (tests). Default nil: the database's now().
 	Now func() time.Time

@@ -68,4 +68,8 @@
 //
 // Config.Observer receives an [Event] for every claim, start, outcome, lease
 // loss, rescue and retention run; Config.Logger receives logs (log/slog).
+// Config.Tracer wraps every handler attempt, for example in an OpenTelemetry
+// span that continues the producer's trace (package txotel). Every outcome
+// the relay writes is announced on outbox.ProgressChannel, which outbox.Wait
+// and outbox.Watcher listen on. See docs/observability.md.
 package relay

@@ -59,6 +59,10 @@ func (r *Relay) execute(q *queue, c *store.Claimed, le *leaseEntry) {
 	started := base
 	started.Kind = EventStarted
 	r.observe(started)
+	var end func(string, error)
+	if r.cfg.Tracer != nil {
+		ctx, end = r.cfg.Tracer.StartAttempt(ctx, attemptEntry(c))
+	}
 	start := time.Now()
 	run := &attemptRun{claimed: c}
 	var err error
@@ -73,6 +77,7 @@ func (r *Relay) execute(q *queue, c *store.Claimed, le *leaseEntry) {
 			if errors.Is(err, errSkipped) {
 				e.Kind = EventSkipped
 			}
+			endAttempt(end, e.Kind, nil)
 			r.observe(e)
 			r.wakeAfter(q, c, 0, store.StateDone)
 			return
@@ -82,6 +87,7 @@ func (r *Relay) execute(q *queue, c *store.Claimed, le *leaseEntry) {
 			e := base
 			e.Kind = EventFenced
 			e.Err = err
+			endAttempt(end, e.Kind, err)
 			r.observe(e)
 			return
 		}
@@ -89,7 +95,9 @@ func (r *Relay) execute(q *queue, c *store.Claimed, le *leaseEntry) {
 		err = r.invoke(ctx, h, run)
 		base.Duration = time.Since(start)
 	}
-	r.submit(r.decide(h, c, le, err, run.result, base))
+	comp := r.decide(h, c, le, err, run.result, base)
+	endAttempt(end, comp.event.Kind, err)
+	r.submit(comp)
 }
 
 // release frees q's worker slot.

@@ -41,10 +41,27 @@ RETURNING e.id, e.topic, e.key, e.ordering_key, e.queue, e.priority,
 	-- would read the whole keys table on every claim.
 	EXISTS (SELECT 1 FROM outbox_processed_keys k WHERE k.scope = e.topic AND k.key = e.key OFFSET 0)`
 
+// ProgressChannel is the channel on which the relay's statements announce
+// entries whose state changed (finished, retried, handed back, rescued): the
+// payload is their ids, comma-separated. outbox.Watcher listens on it.
+const ProgressChannel = "txoutbox_progress"
+
+// notifyProgress is a CTE named "notified" that sends the ids of the CTE
+// "upd" on ProgressChannel: one notification per 300 ids (at most 6,000
+// bytes; Postgres caps a payload at 8,000), so a batch of outcomes costs a
+// notification or a few, not one per entry. Postgres delivers them at
+// commit. The statement must read "notified" for it to run.
+const notifyProgress = `notified AS (
+	SELECT pg_notify('` + ProgressChannel + `', string_agg(c.id::text, ',' ORDER BY c.id))
+	FROM (SELECT u.id, (row_number() OVER (ORDER BY u.id) - 1) / 300 AS chunk FROM upd u) c
+	GROUP BY c.chunk
+)`
+
 // sqlComplete applies a batch of outcomes, each fenced by its attempt: a row
 // whose attempt moved on (re-claimed) or that is no longer running (rescued)
 // is left alone. Done entries that asked for it record their processed key in
-// the same statement. Returns the ids that were applied.
+// the same statement, and the applied ids are announced on ProgressChannel.
+// Returns the ids that were applied.
 const sqlComplete = `
 WITH input AS (
 	SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[],
@@ -72,20 +89,27 @@ keys AS (
 	SELECT u.topic, u.key, u.id, coalesce($1::timestamptz, now()), u.result
 	FROM upd u WHERE u.state = 'done' AND u.record_key
 	ON CONFLICT (scope, key) DO NOTHING
-)
-SELECT id FROM upd`
+),
+` + notifyProgress + `
+SELECT id FROM upd WHERE (SELECT count(*) FROM notified) >= 0`
 
 // sqlCompleteOne is sqlComplete's single-row form, for the transactional
 // handler's own transaction (the processed key is recorded before the
-// handler runs, in that transaction).
+// handler runs, in that transaction; the progress notification goes out
+// when it commits). Returns the number of rows completed, 0 or 1.
 const sqlCompleteOne = `
-UPDATE outbox_entries e
-SET state = 'done',
-    finished_at = coalesce($1::timestamptz, now()),
-    result = coalesce($4::jsonb, e.result),
-    lease_until = NULL,
-    lease_owner = NULL
-WHERE e.id = $2 AND e.attempt = $3 AND e.state = 'running'`
+WITH upd AS (
+	UPDATE outbox_entries e
+	SET state = 'done',
+	    finished_at = coalesce($1::timestamptz, now()),
+	    result = coalesce($4::jsonb, e.result),
+	    lease_until = NULL,
+	    lease_owner = NULL
+	WHERE e.id = $2 AND e.attempt = $3 AND e.state = 'running'
+	RETURNING e.id
+),
+` + notifyProgress + `
+SELECT count(*) FROM upd WHERE (SELECT count(*) FROM notified) >= 0`
 
 // sqlMarkProcessed records scope+key as processed; no row comes back when
 // it already was. Inside a transaction the row lock also serialises two
@@ -115,8 +139,9 @@ WHERE e.id = i.id AND e.attempt = i.attempt AND e.state = 'running'
 RETURNING e.id`
 
 // sqlRescue returns entries whose lease expired to pending (or dead, when
-// that was their last attempt). The attempt stays counted: an entry that
-// crashes its relay every time still reaches its limit.
+// that was their last attempt), and announces them on ProgressChannel. The
+// attempt stays counted: an entry that crashes its relay every time still
+// reaches its limit.
 const sqlRescue = `
 WITH expired AS (
 	SELECT id FROM outbox_entries
@@ -124,19 +149,23 @@ WITH expired AS (
 	ORDER BY lease_until
 	LIMIT $2
 	FOR UPDATE SKIP LOCKED
-)
-UPDATE outbox_entries e
-SET state = CASE WHEN e.attempt - e.attempt_base >= e.max_attempts THEN 'dead' ELSE 'pending' END,
-    run_at = coalesce($1::timestamptz, now()),
-    finished_at = CASE WHEN e.attempt - e.attempt_base >= e.max_attempts
-        THEN coalesce($1::timestamptz, now()) END,
-    last_error = format('lease expired: relay %s stopped renewing it during attempt %s',
-        coalesce(e.lease_owner, '?'), e.attempt - e.attempt_base),
-    lease_until = NULL,
-    lease_owner = NULL
-FROM expired
-WHERE e.id = expired.id
-RETURNING e.id, e.topic, e.queue, e.state`
+),
+upd AS (
+	UPDATE outbox_entries e
+	SET state = CASE WHEN e.attempt - e.attempt_base >= e.max_attempts THEN 'dead' ELSE 'pending' END,
+	    run_at = coalesce($1::timestamptz, now()),
+	    finished_at = CASE WHEN e.attempt - e.attempt_base >= e.max_attempts
+	        THEN coalesce($1::timestamptz, now()) END,
+	    last_error = format('lease expired: relay %s stopped renewing it during attempt %s',
+	        coalesce(e.lease_owner, '?'), e.attempt - e.attempt_base),
+	    lease_until = NULL,
+	    lease_owner = NULL
+	FROM expired
+	WHERE e.id = expired.id
+	RETURNING e.id, e.topic, e.queue, e.state
+),
+` + notifyProgress + `
+SELECT id, topic, queue, state FROM upd WHERE (SELECT count(*) FROM notified) >= 0`
 
 // sqlDeleteFinished deletes up to $3 entries in state $1 that finished more
 // than $4 microseconds before $2 (nullable now).

@@ -146,11 +146,11 @@ func CompleteOneTx(ctx context.Context, tx DBTX, now *time.Time, id int64, attem
 		s := string(result)
 		res = &s
 	}
-	tag, err := tx.Exec(ctx, sqlCompleteOne, now, id, attempt, res)
-	if err != nil {
+	var n int64
+	if err := tx.QueryRow(ctx, sqlCompleteOne, now, id, attempt, res).Scan(&n); err != nil {
 		return false, fmt.Errorf("complete: %w", err)
 	}
-	return tag.RowsAffected() == 1, nil
+	return n == 1, nil
 }
 
 // MarkProcessed records scope+key as processed and reports whether it was
