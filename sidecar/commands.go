@@ -196,9 +196,11 @@ func reorder(fs *flag.FlagSet, args []string) []string {
 }
 
 func runStatus(ctx context.Context, o *Options, args []string) int {
-	fs := newFlags(o, "status", "status [--json]", "status", "status --json | jq '.[] | select(.dead > 0)'")
+	fs := newFlags(o, "status", "status [--json] [--schedules]", "status", "status --json | jq '.[] | select(.dead > 0)'",
+		"status --schedules --json")
 	dbURL := dbFlag(o, fs)
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	onlySchedules := fs.Bool("schedules", false, "show only the schedules: last and next firing of each")
 	if code, done := parse(fs, args); done {
 		return code
 	}
@@ -207,6 +209,9 @@ func runStatus(ctx context.Context, o *Options, args []string) int {
 		return code
 	}
 	defer pool.Close()
+	if *onlySchedules {
+		return printSchedules(ctx, o, pool, *asJSON, true)
+	}
 	stats, err := outbox.Stats(ctx, pool)
 	if err != nil {
 		return fail(o, err)
@@ -216,7 +221,7 @@ func runStatus(ctx context.Context, o *Options, args []string) int {
 	}
 	if len(stats) == 0 {
 		fmt.Fprintln(o.Stdout, "the outbox is empty")
-		return ExitOK
+		return printSchedules(ctx, o, pool, false, false)
 	}
 	tw := tabwriter.NewWriter(o.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TOPIC\tQUEUE\tPENDING\tDUE\tRETRYING\tRUNNING\tDEAD\tDONE/1H\tDEAD/1H\tLAG")
@@ -225,7 +230,7 @@ func runStatus(ctx context.Context, o *Options, args []string) int {
 			s.Retrying, s.Running, s.Dead, s.DoneLastHour, s.DeadLastHour, s.OldestDue.Round(time.Millisecond))
 	}
 	_ = tw.Flush()
-	return ExitOK
+	return printSchedules(ctx, o, pool, false, false)
 }
 
 // statsJSON is the documented JSON form of status: durations in seconds.

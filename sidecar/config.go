@@ -33,6 +33,11 @@ type FileConfig struct {
 	Relay RelayConfig `json:"relay"`
 	// Handlers binds built-in handler kinds to their settings.
 	Handlers []HandlerConfig `json:"handlers"`
+	// Schedules declares recurring entries for the configured handlers'
+	// topics, run by the relay command (see docs/schedules.md).
+	Schedules []ScheduleConfig `json:"schedules"`
+	// UI serves the operator dashboard under /ui/; off by default.
+	UI UIConfig `json:"ui"`
 }
 
 // LogConfig selects how the sidecar logs.
@@ -156,6 +161,9 @@ func LoadConfig(path string) (*FileConfig, error) {
 			return nil, &ConfigError{Field: fmt.Sprintf("handlers[%d].kind", i), Err: errors.New("missing")}
 		}
 	}
+	if err := cfg.UI.validate(cfg.Listen); err != nil {
+		return nil, err
+	}
 	return cfg, nil
 }
 
@@ -227,6 +235,7 @@ func badDurationField(raw []byte) string {
 	var top struct {
 		Relay    map[string]json.RawMessage   `json:"relay"`
 		Handlers []map[string]json.RawMessage `json:"handlers"`
+		UI       map[string]json.RawMessage   `json:"ui"`
 	}
 	if json.Unmarshal(raw, &top) != nil {
 		return ""
@@ -255,6 +264,11 @@ func badDurationField(raw []byte) string {
 	for i, h := range top.Handlers {
 		if v, ok := h["timeout"]; ok && bad(v) {
 			return fmt.Sprintf("handlers[%d].timeout", i)
+		}
+	}
+	for _, k := range []string{"window", "refresh"} {
+		if v, ok := top.UI[k]; ok && bad(v) {
+			return "ui." + k
 		}
 	}
 	return ""

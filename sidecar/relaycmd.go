@@ -19,6 +19,7 @@ import (
 
 	"github.com/txoutbox/txoutbox/migrations"
 	"github.com/txoutbox/txoutbox/relay"
+	"github.com/txoutbox/txoutbox/schedule"
 )
 
 func runRelay(ctx context.Context, o *Options, args []string) int {
@@ -65,9 +66,14 @@ func runRelay(ctx context.Context, o *Options, args []string) int {
 		fmt.Fprintf(o.Stderr, "%s relay: %v\n", o.Name, err)
 		return ExitUsage
 	}
+	schedules, err := loadSchedules(o, cfg, handlers)
+	if err != nil {
+		fmt.Fprintf(o.Stderr, "%s relay: %v\n", o.Name, err)
+		return ExitUsage
+	}
 	log := newLogger(o.Stderr, cfg.Log)
 
-	s := &server{}
+	s := &server{schedules: schedules}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := newMetrics(reg, s.currentPool)
@@ -82,13 +88,24 @@ func runRelay(ctx context.Context, o *Options, args []string) int {
 		return ExitUsage
 	}
 
+	dash, err := cfg.UI.newDashboard(s, o.Getenv, log)
+	if err != nil {
+		fmt.Fprintf(o.Stderr, "%s relay: %v\n", o.Name, err)
+		return ExitUsage
+	}
+
 	if cfg.Listen != "off" {
 		ln, err := net.Listen("tcp", cfg.Listen)
 		if err != nil {
 			fmt.Fprintf(o.Stderr, "%s relay: listen %s: %v\n", o.Name, cfg.Listen, err)
 			return ExitUsage
 		}
-		srv := &http.Server{Handler: s.mux(reg), ReadHeaderTimeout: 5 * time.Second}
+		mux := s.mux(reg)
+		if dash != nil {
+			mux.Handle(UIPath, dash)
+			log.Info("txoutbox: serving the dashboard", "path", UIPath)
+		}
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = srv.Serve(ln) }()
 		defer func() {
 			shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -131,6 +148,8 @@ type server struct {
 	pool    *pgxpool.Pool
 	relay   *relay.Relay
 	running atomic.Bool
+
+	schedules *schedule.Schedules // run next to the relay; nil when none
 }
 
 func (s *server) currentPool() *pgxpool.Pool {
@@ -175,6 +194,7 @@ func (s *server) session(ctx context.Context, poolCfg *pgxpool.Config, rc relay.
 	}()
 	s.running.Store(true)
 	defer s.running.Store(false)
+	defer s.startSchedules(ctx, pool, rc.Logger)()
 	err = r.Run(ctx)
 	if err == nil && ctx.Err() == nil {
 		return errors.New("relay stopped unexpectedly")

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/txoutbox/txoutbox/relay"
+	"github.com/txoutbox/txoutbox/schedule"
 )
 
 // Exit codes of Main.
@@ -45,6 +46,10 @@ type Options struct {
 	// Handlers registers the program's own Go handlers, in addition to the
 	// configured ones. Optional.
 	Handlers func(h *relay.Handlers) error
+	// Schedules registers the program's own recurring entries, in
+	// addition to the configured ones; the relay command runs them next
+	// to the relay. Optional. See docs/schedules.md.
+	Schedules func(set *schedule.Schedules) error
 	// Stdout and Stderr receive output; defaults os.Stdout and os.Stderr.
 	Stdout, Stderr io.Writer
 	// Getenv reads the environment; default os.Getenv.
@@ -81,7 +86,7 @@ func commands() []command {
 		{"relay", "run the relay with the configured handlers; serve /healthz, /readyz, /metrics", runRelay},
 		{"migrate", "apply, roll back or show the schema migrations (up|down|status)", runMigrate},
 		{"enqueue", "enqueue one entry: enqueue <topic> <json>", runEnqueue},
-		{"status", "depth, lag and failures per topic and queue", runStatus},
+		{"status", "depth, lag and failures per topic and queue; schedules' last and next firing", runStatus},
 		{"dead", "list, show and retry dead entries (list|show|retry)", runDead},
 		{"version", "print the version", runVersion},
 	}
