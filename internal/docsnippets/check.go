@@ -179,7 +179,7 @@ func Check(ctx context.Context, cfg Config) (*Result, error) {
 	// a package name) and build again.
 	for round := 0; ; round++ {
 		out, buildErr := build(ctx, cfg, tmp, units, overlay)
-		errs := parseErrors(out)
+		errs := parseErrors(out, cfg.Root)
 		var unusedImports []compileError
 		var remaining []compileError
 		for _, e := range errs {
@@ -592,7 +592,11 @@ type compileError struct {
 
 var errLineRE = regexp.MustCompile(`^(.+\.go):(\d+):(\d+): (.*)$`)
 
-func parseErrors(out string) []compileError {
+// parseErrors reads go build's errors. Paths in its output are relative to
+// the build's directory, dir, when
+// that is shorter than the absolute path (a checkout next to the temp
+// directory); they are made absolute here.
+func parseErrors(out, dir string) []compileError {
 	var errs []compileError
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
@@ -602,7 +606,11 @@ func parseErrors(out string) []compileError {
 		}
 		line, _ := strconv.Atoi(m[2])
 		col, _ := strconv.Atoi(m[3])
-		errs = append(errs, compileError{path: m[1], line: line, col: col, msg: m[4]})
+		path := m[1]
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(dir, path)
+		}
+		errs = append(errs, compileError{path: path, line: line, col: col, msg: m[4]})
 	}
 	return errs
 }
