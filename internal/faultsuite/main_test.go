@@ -1,0 +1,131 @@
+package faultsuite
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/txoutbox/txoutbox/internal/pglocal"
+)
+
+func TestMain(m *testing.M) {
+	if raw := os.Getenv(childEnv); raw != "" {
+		os.Exit(childMain(raw))
+	}
+	// Relays run in this process too (cut_test.go, poison_test.go): after
+	// they shut down, under faults, no goroutine of theirs may be left.
+	goleak.VerifyTestMain(clusterCleanup{m})
+}
+
+// clusterCleanup runs the tests, then stops the shared cluster.
+type clusterCleanup struct{ m *testing.M }
+
+func (c clusterCleanup) Run() int {
+	code := c.m.Run()
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.c != nil {
+		if err := shared.c.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "faultsuite: stopping the cluster:", err)
+			if code == 0 {
+				code = 1
+			}
+		}
+	}
+	return code
+}
+
+// shared is the package's PostgreSQL cluster, started by the first test
+// that needs it. Every test makes its own database on it; the cluster is
+// private to this test binary, so pg_stat_activity shows only the suite's
+// sessions and max_connections is the suite's alone.
+var shared struct {
+	mu  sync.Mutex
+	c   *pglocal.Cluster
+	err error
+}
+
+func cluster(t testing.TB) *pglocal.Cluster {
+	t.Helper()
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.c == nil && shared.err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		shared.c, shared.err = pglocal.Start(ctx, pglocal.Options{Settings: map[string]string{
+			"max_connections": "300",
+			"shared_buffers":  "128MB",
+		}})
+	}
+	if shared.err != nil {
+		t.Fatalf("local PostgreSQL cluster (the fault suite needs the PostgreSQL server binaries): %v", shared.err)
+	}
+	return shared.c
+}
+
+// Sizes. Each is read from its variable when set, else from the full or
+// the CI column depending on TXOUTBOX_FAULT_FULL.
+type knob struct {
+	env      string
+	ci, full int
+}
+
+var (
+	// kill_test.go
+	killEntries    = knob{"TXOUTBOX_FAULT_KILL_ENTRIES", 3000, 20000}
+	killCount      = knob{"TXOUTBOX_FAULT_KILLS", 8, 30}
+	killExtWorkers = knob{"TXOUTBOX_FAULT_KILL_EXT_WORKERS", 4, 4}
+	// compete_test.go
+	competeRelays  = knob{"TXOUTBOX_FAULT_RELAYS", 4, 4}
+	competeEntries = knob{"TXOUTBOX_FAULT_COMPETE_ENTRIES", 2000, 20000}
+	// poison_test.go
+	poisonHealthy = knob{"TXOUTBOX_FAULT_POISON_HEALTHY", 2000, 20000}
+	poisonPerKind = knob{"TXOUTBOX_FAULT_POISON_PER_KIND", 10, 100}
+	// bounds_test.go
+	drainEntries = knob{"TXOUTBOX_FAULT_DRAIN_ENTRIES", 20000, 1000000}
+	// cut_test.go
+	dropRounds = knob{"TXOUTBOX_FAULT_DROP_ROUNDS", 6, 30}
+)
+
+func fullScale() bool { return os.Getenv("TXOUTBOX_FAULT_FULL") == "1" }
+
+func (k knob) get(t testing.TB) int {
+	t.Helper()
+	if s := os.Getenv(k.env); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("%s=%q: want a positive integer", k.env, s)
+		}
+		return n
+	}
+	if fullScale() {
+		return k.full
+	}
+	return k.ci
+}
+
+// seededRand returns the test's random source: TXOUTBOX_FAULT_SEED (or the
+// clock) mixed with the test's name, so each test's choices are
+// reproducible on their own. It logs how to reproduce them.
+func seededRand(t testing.TB) *rand.Rand {
+	t.Helper()
+	seed := time.Now().UnixNano()
+	if s := os.Getenv("TXOUTBOX_FAULT_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseInt(s, 10, 64); err != nil {
+			t.Fatalf("TXOUTBOX_FAULT_SEED=%q: %v", s, err)
+		}
+	}
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(t.Name()))
+	t.Logf("random choices from TXOUTBOX_FAULT_SEED=%d", seed)
+	return rand.New(rand.NewPCG(uint64(seed), h.Sum64()))
+}
