@@ -37,13 +37,11 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	tclog "github.com/testcontainers/testcontainers-go/log"
 
 	"github.com/txoutbox/txoutbox/internal/scratchdb"
-	"github.com/txoutbox/txoutbox/internal/throwaway"
 )
 
 func main() {
@@ -63,24 +61,5 @@ func main() {
 // the server at serverURL, or on a throwaway server when serverURL is
 // empty, and removes what it made afterwards.
 func withDatabase(ctx context.Context, out io.Writer, serverURL string, fn func(*pgxpool.Pool) error) error {
-	if serverURL == "" {
-		fmt.Fprintln(out, "DATABASE_URL is not set: starting a throwaway PostgreSQL server")
-		srv, err := throwaway.Start(ctx, throwaway.Sources(os.Getenv("TXOUTBOX_TEST_POSTGRES_IMAGE")), nil)
-		if err != nil {
-			return fmt.Errorf("%w\nset DATABASE_URL to a server where you may CREATE DATABASE, %s, or %s",
-				err, throwaway.HintContainer, throwaway.HintLocal)
-		}
-		defer func() {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			_ = srv.Close(ctx)
-		}()
-		serverURL = srv.URL
-	}
-	pool, drop, err := scratchdb.Create(ctx, serverURL, "txoutbox_idempotent")
-	if err != nil {
-		return err
-	}
-	defer drop()
-	return fn(pool)
+	return scratchdb.Run(ctx, out, serverURL, "txoutbox_idempotent", fn)
 }

@@ -26,12 +26,11 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	tclog "github.com/testcontainers/testcontainers-go/log"
 
 	"github.com/txoutbox/txoutbox/internal/scratchdb"
-	"github.com/txoutbox/txoutbox/internal/throwaway"
 )
 
 func main() {
@@ -52,30 +51,14 @@ func main() {
 // removes what it made afterwards. (A real application is given its
 // database's URL; this is only so the example runs anywhere.)
 func withDatabase(ctx context.Context, out io.Writer, serverURL string, fn func(url string) error) error {
-	if serverURL == "" {
-		fmt.Fprintln(out, "DATABASE_URL is not set: starting a throwaway PostgreSQL server")
-		srv, err := throwaway.Start(ctx, throwaway.Sources(os.Getenv("TXOUTBOX_TEST_POSTGRES_IMAGE")), nil)
-		if err != nil {
-			return fmt.Errorf("%w\nset DATABASE_URL to a server where you may CREATE DATABASE, %s, or %s",
-				err, throwaway.HintContainer, throwaway.HintLocal)
+	return scratchdb.Run(ctx, out, serverURL, "txoutbox_monolith", func(pool *pgxpool.Pool) error {
+		// The server's URL (with its settings), pointed at the new database.
+		u, err := url.Parse(pool.Config().ConnString())
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			return fmt.Errorf("DATABASE_URL: want a postgres:// URL")
 		}
-		defer func() {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			_ = srv.Close(ctx)
-		}()
-		serverURL = srv.URL
-	}
-	pool, drop, err := scratchdb.Create(ctx, serverURL, "txoutbox_monolith")
-	if err != nil {
-		return err
-	}
-	defer drop()
-	u, err := url.Parse(serverURL)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		return fmt.Errorf("DATABASE_URL: want a postgres:// URL")
-	}
-	u.Path = "/" + pool.Config().ConnConfig.Database
-	pool.Close() // the example opens its own connections
-	return fn(u.String())
+		u.Path = "/" + pool.Config().ConnConfig.Database
+		pool.Close() // the example opens its own connections
+		return fn(u.String())
+	})
 }
