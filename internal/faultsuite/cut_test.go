@@ -344,8 +344,11 @@ func TestDroppedAndPartitionedConnections(t *testing.T) {
 	if evA.count(kind(relay.EventListenerUp)) < 2 {
 		t.Error("A's listener never came back after its connection was dropped")
 	}
-	if len(evA.ids(kind(relay.EventLeaseLost))) == 0 {
-		t.Error("A lost no lease in a partition and a stall longer than the lease")
+	// Which of the two shows up depends on timing: the heartbeat notices the
+	// loss (EventLeaseLost), or an outcome reaches the database first and is
+	// rejected (EventFenced). Either way A must have lost entries.
+	if len(evA.ids(lostOrFenced)) == 0 {
+		t.Error("A neither lost a lease nor had an outcome fenced in a partition and a stall longer than the lease")
 	}
 }
 
