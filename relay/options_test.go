@@ -146,6 +146,13 @@ func TestQueuesAndPriorities(t *testing.T) {
 	if len(got) != 3 || got[0] != 3 || got[1] != 2 || got[2] != 1 {
 		t.Fatalf("urgent entries ran in order %v; want by priority [3 2 1]", got)
 	}
+	// The bulk queue fills its two workers (its claim loop runs on its own
+	// schedule) and never takes a third while they hang.
+	waitUntil(t, "two bulk entries running", func() bool {
+		return scalar[int64](t, db.Pool, `SELECT count(*) FROM outbox_entries WHERE queue = 'bulk' AND state = 'running'`) == 2
+	})
+	other2 := enqueue(t, db.Pool, ping{N: 4}, outbox.WithQueue("urgent"))
+	ev.wait(t, entryKind(other2, relay.EventDone)) // a later claim round, bulk still blocked
 	if n := scalar[int64](t, db.Pool, `SELECT count(*) FROM outbox_entries WHERE queue = 'bulk' AND state = 'running'`); n != 2 {
 		t.Fatalf("%d bulk entries running; want 2 (its worker limit)", n)
 	}
