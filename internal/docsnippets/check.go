@@ -593,9 +593,8 @@ type compileError struct {
 var errLineRE = regexp.MustCompile(`^(.+\.go):(\d+):(\d+): (.*)$`)
 
 // parseErrors reads go build's errors. Paths in its output are relative to
-// the build's directory, dir, when
-// that is shorter than the absolute path (a checkout next to the temp
-// directory); they are made absolute here.
+// the build's directory, dir, when that is shorter than the absolute path
+// (a checkout next to the temp directory); they are made absolute here.
 func parseErrors(out, dir string) []compileError {
 	var errs []compileError
 	sc := bufio.NewScanner(strings.NewReader(out))

@@ -125,10 +125,6 @@ RETURNING true`
 const sqlSetProcessedResult = `
 UPDATE outbox_processed_keys SET result = $3::jsonb WHERE scope = $1 AND key = $2`
 
-// sqlIsProcessed reports whether scope+key is recorded.
-const sqlIsProcessed = `
-SELECT EXISTS (SELECT 1 FROM outbox_processed_keys WHERE scope = $1 AND key = $2)`
-
 // sqlRenew extends the leases of entries this relay still holds, fenced by
 // attempt; ids missing from the result have lost their lease.
 const sqlRenew = `

@@ -185,15 +185,6 @@ func SetProcessedResult(ctx context.Context, db DBTX, scope, key string, result 
 	return nil
 }
 
-// IsProcessed reports whether scope+key is recorded as processed.
-func IsProcessed(ctx context.Context, db DBTX, scope, key string) (bool, error) {
-	var ok bool
-	if err := db.QueryRow(ctx, sqlIsProcessed, scope, key).Scan(&ok); err != nil {
-		return false, fmt.Errorf("is processed: %w", err)
-	}
-	return ok, nil
-}
-
 // Lease names one held lease.
 type Lease struct {
 	ID      int64
