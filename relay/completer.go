@@ -66,6 +66,7 @@ func (r *Relay) flush(batch []completion, final bool) {
 				"count", len(batch))
 			for _, c := range batch {
 				r.leases.remove(c.lease)
+				c.signalWritten()
 			}
 			return
 		}
@@ -106,6 +107,7 @@ func (r *Relay) settleBatch(batch []completion, applied map[int64]bool) {
 				"topic", c.claimed.Topic, "entry", c.out.ID, "attempt", c.claimed.EffectiveAttempt())
 		}
 		r.observe(ev)
+		c.signalWritten()
 		if applied[c.out.ID] {
 			r.wakeAfter(c.queue, c.claimed, c.out.Delay, c.out.State)
 		}
@@ -184,5 +186,12 @@ func (r *Relay) renew() {
 	for _, le := range lost {
 		r.observe(Event{Kind: EventLeaseLost, EntryID: le.id, Err: ErrLeaseLost})
 		r.log.Warn("txoutbox: lease lost; handler cancelled", "entry", le.id)
+	}
+}
+
+// signalWritten releases a worker waiting for this outcome.
+func (c *completion) signalWritten() {
+	if c.written != nil {
+		close(c.written)
 	}
 }

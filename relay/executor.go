@@ -20,6 +20,9 @@ type completion struct {
 	queue   *queue
 	claimed *store.Claimed
 	event   Event // emitted once the outcome is written
+	// written, when not nil, is closed once the outcome was written (or
+	// given up on): the worker waits for it (WithOutcomeBeforeNext).
+	written chan struct{}
 }
 
 // errFenced reports that a transactional handler's completion found its
@@ -97,7 +100,16 @@ func (r *Relay) execute(q *queue, c *store.Claimed, le *leaseEntry) {
 	}
 	comp := r.decide(h, c, le, err, run.result, base)
 	endAttempt(end, comp.event.Kind, err)
+	if h.opts.syncDone {
+		comp.written = make(chan struct{})
+	}
 	r.submit(comp)
+	if comp.written != nil {
+		select {
+		case <-comp.written:
+		case <-r.completerDone:
+		}
+	}
 }
 
 // release frees q's worker slot.

@@ -64,6 +64,7 @@ type handlerOptions struct {
 	timeout  time.Duration
 	retry    RetryPolicy
 	noDedupe bool
+	syncDone bool
 }
 
 // WithTimeout bounds one attempt of this handler (default
@@ -79,6 +80,19 @@ func WithRetryPolicy(p RetryPolicy) HandlerOption { return func(o *handlerOption
 // deleted by retention then runs the effect again. Use it only for effects
 // that are naturally idempotent, to save a write per entry.
 func WithoutProcessedKeys() HandlerOption { return func(o *handlerOptions) { o.noDedupe = true } }
+
+// WithOutcomeBeforeNext makes each worker of this handler wait until the
+// attempt's outcome is committed before it takes its next entry. By
+// default a worker hands the outcome to the batched completer and moves
+// on, so a relay that crashes can take several finished-but-unrecorded
+// attempts per worker with it, and each of them runs again. With this
+// option a crash repeats at most one finished effect per worker of the
+// handler's queue (one in total with MaxWorkers 1), at the cost of a
+// commit's latency per entry in each worker. Use it for external effects
+// whose duplicates are costly and cannot be deduplicated downstream.
+// Transactional handlers always commit their outcome with their writes and
+// need it not. See docs/guarantees.md.
+func WithOutcomeBeforeNext() HandlerOption { return func(o *handlerOptions) { o.syncDone = true } }
 
 // handler is the type-erased form the executor runs.
 type handler struct {
