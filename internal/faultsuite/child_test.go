@@ -43,6 +43,9 @@ type childConfig struct {
 	Drain         bool   `json:"drain"` // fault.drain: plain, does nothing
 	WebhookURL    string `json:"webhook_url,omitempty"`
 	WebhookSecret string `json:"webhook_secret,omitempty"`
+	// WebhookOutcomeBeforeNext registers the webhook handler with
+	// relay.WithOutcomeBeforeNext.
+	WebhookOutcomeBeforeNext bool `json:"webhook_outcome_before_next,omitempty"`
 }
 
 // childMain is the relay process's main.
@@ -79,11 +82,15 @@ func childMain(raw string) int {
 		relay.Handle(h, func(context.Context, *relay.Entry[drainWork]) error { return nil })
 	}
 	if cfg.WebhookURL != "" {
+		var opts []relay.HandlerOption
+		if cfg.WebhookOutcomeBeforeNext {
+			opts = append(opts, relay.WithOutcomeBeforeNext())
+		}
 		err := webhook.Register(h, webhook.Config{
 			Endpoints:            map[string]webhook.Endpoint{"recv": {URL: cfg.WebhookURL, Secrets: []string{cfg.WebhookSecret}}},
 			AllowPrivateNetworks: true,
 			Timeout:              5 * time.Second,
-		})
+		}, opts...)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
 			return 2

@@ -23,6 +23,9 @@ import (
 // once; and the receiver saw each webhook at least once, always with the
 // entry's key as webhook-id and the same signed body, and a second time
 // only for entries that the killed process held at the moment of a kill.
+// The webhook handler is registered with relay.WithOutcomeBeforeNext, so a
+// kill repeats at most one webhook per worker of the "ext" queue: there are
+// at most workers × kills duplicates (kills, with the default one worker).
 func TestRelayKilledAtRandomMoments(t *testing.T) {
 	n, kills, extWorkers := killEntries.get(t), killCount.get(t), killExtWorkers.get(t)
 	rng := seededRand(t)
@@ -88,6 +91,7 @@ func TestRelayKilledAtRandomMoments(t *testing.T) {
 		Queues:  map[string]int{"default": 16, "ext": extWorkers},
 		LeaseMS: 1000, PollMS: 100,
 		Tx: true, Runs: true, WebhookURL: recv.srv.URL, WebhookSecret: recv.secret,
+		WebhookOutcomeBeforeNext: true,
 	}
 	generation := 0
 	start := func() *child {
@@ -274,6 +278,12 @@ func TestRelayKilledAtRandomMoments(t *testing.T) {
 	if duplicates > len(orphanedExt)+len(spurious) {
 		t.Errorf("%d duplicate deliveries, more than the %d webhook entries killed processes held (and %d entries re-run without a kill)", duplicates, len(orphanedExt), len(spurious))
 	}
+	// The bound: each kill repeats at most one finished webhook per
+	// worker, the one whose outcome had not been committed yet.
+	dupBound := extWorkers * kills
+	if duplicates > dupBound {
+		t.Errorf("%d duplicate deliveries, more than %d workers × %d kills = %d", duplicates, extWorkers, kills, dupBound)
+	}
 
 	// Ordering keys: in order across kills, rescues and retries; no run
 	// overlapped another of its entry (a killed relay's run has no
@@ -292,4 +302,6 @@ func TestRelayKilledAtRandomMoments(t *testing.T) {
 	t.Logf("%d keyed runs were cut short by a kill; per-key order held across kills, rescues and retries", cut)
 	t.Logf("killed processes held %d entries (%d webhooks), all ran again; %d ran again without a kill; max attempt %d; transactional effects exactly once; %d duplicate webhook deliveries (bound: %d held webhooks; %d kills)",
 		orphaned, len(orphanedExt), len(spurious), maxAttempt, duplicates, len(orphanedExt), kills)
+	t.Logf("webhook duplicates: %d; bound (WithOutcomeBeforeNext): %d workers × %d kills = %d",
+		duplicates, extWorkers, kills, dupBound)
 }

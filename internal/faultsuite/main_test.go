@@ -82,7 +82,7 @@ var (
 	// kill_test.go
 	killEntries    = knob{"TXOUTBOX_FAULT_KILL_ENTRIES", 3000, 20000}
 	killCount      = knob{"TXOUTBOX_FAULT_KILLS", 8, 30}
-	killExtWorkers = knob{"TXOUTBOX_FAULT_KILL_EXT_WORKERS", 4, 4}
+	killExtWorkers = knob{"TXOUTBOX_FAULT_KILL_EXT_WORKERS", 1, 1} // the duplicate bound is workers × kills
 	// compete_test.go
 	competeRelays  = knob{"TXOUTBOX_FAULT_RELAYS", 4, 4}
 	competeEntries = knob{"TXOUTBOX_FAULT_COMPETE_ENTRIES", 2000, 20000}
