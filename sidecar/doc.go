@@ -1,7 +1,7 @@
 // Package sidecar is the txoutbox command line as a library: the relay as
 // its own process (handlers bound from a configuration file, health checks
 // and Prometheus metrics) and the operator commands (migrate, enqueue,
-// status, dead list|show|retry, version).
+// status, dead list|show|retry, bench, version).
 //
 // The txoutbox binary is Main plus the built-in handler kinds. A team that
 // wants its own Go handlers in the sidecar builds its own binary:

@@ -88,6 +88,7 @@ func commands() []command {
 		{"enqueue", "enqueue one entry: enqueue <topic> <json>", runEnqueue},
 		{"status", "depth, lag and failures per topic and queue; schedules' last and next firing", runStatus},
 		{"dead", "list, show and retry dead entries (list|show|retry)", runDead},
+		{"bench", "measure enqueue cost, relay drain rate and commit→start latency (enqueue|raw|drain|steady)", runBench},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -5,6 +5,7 @@
 //	txoutbox enqueue <topic> <json>        # write one entry
 //	txoutbox status                        # depth, lag, failures
 //	txoutbox dead list|show|retry          # dead letters
+//	txoutbox bench [scenario...]           # enqueue cost, drain rate, commit→start latency
 //
 // SIGTERM (or a first SIGINT) drains gracefully; a second SIGINT stops at
 // once. See docs/sidecar.md.

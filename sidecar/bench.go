@@ -1,0 +1,230 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/txoutbox/txoutbox/internal/bench"
+	"github.com/txoutbox/txoutbox/internal/scratchdb"
+	"github.com/txoutbox/txoutbox/migrations"
+)
+
+// benchPrefix names the scratch databases of the bench command:
+// txoutbox_bench_<random>.
+const benchPrefix = "txoutbox_bench"
+
+// maxBenchRuns bounds --runs.
+const maxBenchRuns = 1000
+
+// benchFlagNames maps bench.Config fields to the flags that set them, for
+// messages.
+var benchFlagNames = map[string]string{
+	"Entries": "--entries", "Rate": "--rate", "Producers": "--producers", "Duration": "--duration",
+	"Workers": "--workers", "ClaimBatch": "--claim-batch", "CompleteBatch": "--complete-batch",
+	"Backlog": "--backlog",
+}
+
+func runBench(ctx context.Context, o *Options, args []string) int {
+	scenarios := bench.Scenarios()
+	fs := newFlags(o, "bench", "bench [flags] ["+strings.Join(scenarios, "|")+" ...]",
+		"bench                                   # all scenarios on a scratch database, dropped afterwards",
+		"bench --json drain raw",
+		"bench --runs 5 --json steady --rate 2000 --duration 30s",
+		"bench steady --backlog 1000000          # steady load on a table that just drained a million entries",
+		"bench --existing --database-url postgres://app@db/staging drain")
+	dbURL := dbFlag(o, fs)
+	def := bench.DefaultConfig()
+	existing := fs.Bool("existing", false, "use the database in the URL as it is (migrated up, not dropped; only the bench's own rows are touched) instead of a scratch database on its server")
+	entries := fs.Int("entries", def.Entries, "entries the drain and raw scenarios write and empty")
+	rate := fs.Float64("rate", def.Rate, "steady: offered transactions (one entry each) per second, all producers together")
+	producers := fs.Int("producers", def.Producers, "steady: producer goroutines, each on its own connection")
+	duration := fs.Duration("duration", def.Duration, "steady: how long load is offered; enqueue: about how long it measures")
+	workers := fs.Int("workers", 0, "relay MaxWorkers of the default queue (0: the relay's default, 100)")
+	claimBatch := fs.Int("claim-batch", 0, "relay ClaimBatchSize (0: the relay's default, 100)")
+	completeBatch := fs.Int("complete-batch", 0, "relay CompleteBatchSize (0: the relay's default, 500)")
+	backlog := fs.Int("backlog", 0, "steady: first write and drain this many entries, then offer the load")
+	runs := fs.Int("runs", 1, "run each scenario this many times; above 1, print a median, min and max summary")
+	asJSON := fs.Bool("json", false, "print one JSON object per scenario run (and summary) on its own line")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench process to this file")
+	if code, done := parse(fs, reorder(fs, args)); done {
+		return code
+	}
+	usageErr := func(format string, args ...any) int {
+		fmt.Fprintf(o.Stderr, "%s bench: "+format+"\n", append([]any{o.Name}, args...)...)
+		return ExitUsage
+	}
+
+	chosen := fs.Args()
+	if len(chosen) == 0 {
+		chosen = scenarios
+	}
+	for i, s := range chosen {
+		if !bench.KnownScenario(s) {
+			return usageErr("unknown scenario %q (known: %s)", s, strings.Join(scenarios, ", "))
+		}
+		if slices.Contains(chosen[:i], s) {
+			return usageErr("scenario %q named twice; use --runs to repeat it", s)
+		}
+	}
+	if *runs < 1 || *runs > maxBenchRuns {
+		return usageErr("--runs must be 1–%d, got %d", maxBenchRuns, *runs)
+	}
+	cfg := bench.Config{
+		Entries: *entries, Rate: *rate, Producers: *producers, Duration: *duration,
+		Workers: *workers, ClaimBatch: *claimBatch, CompleteBatch: *completeBatch,
+		Backlog: *backlog, Existing: *existing,
+	}
+	if err := cfg.Validate(); err != nil {
+		var ce *bench.ConfigError
+		if errors.As(err, &ce) {
+			return usageErr("%s %s", benchFlagNames[ce.Field], ce.Reason)
+		}
+		return usageErr("%v", err)
+	}
+	url := *dbURL
+	if url == "" {
+		url = o.Getenv("DATABASE_URL")
+	}
+	if *existing && url == "" {
+		return usageErr("--existing needs a database: pass --database-url or set DATABASE_URL")
+	}
+	var poolCfg *pgxpool.Config
+	if url != "" {
+		var err error
+		if poolCfg, err = pgxpool.ParseConfig(url); err != nil {
+			return usageErr("--database-url: %v", err)
+		}
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return usageErr("--cpuprofile: %v", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return usageErr("--cpuprofile: %v", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(o.Stderr, &slog.HandlerOptions{
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+
+	b := &benchCmd{o: o, cfg: cfg, scenarios: chosen, runs: *runs, json: *asJSON}
+	var err error
+	if *existing {
+		err = b.onExisting(ctx, poolCfg)
+	} else {
+		err = scratchdb.Run(ctx, o.Stderr, url, benchPrefix, func(pool *pgxpool.Pool) error {
+			c := pool.Config()
+			fmt.Fprintf(o.Stderr, "%s bench: using scratch database %s on %s (dropped at the end)\n",
+				o.Name, c.ConnConfig.Database, hostPort(c))
+			return b.run(ctx, c)
+		})
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintf(o.Stderr, "%s bench: interrupted: %v\n", o.Name, err)
+			return ExitFailure
+		}
+		return fail(o, err)
+	}
+	return ExitOK
+}
+
+// hostPort names the server of c for messages, without credentials.
+func hostPort(c *pgxpool.Config) string {
+	return fmt.Sprintf("%s:%d", c.ConnConfig.Host, c.ConnConfig.Port)
+}
+
+// benchCmd is one invocation of the bench command.
+type benchCmd struct {
+	o         *Options
+	cfg       bench.Config
+	scenarios []string
+	runs      int
+	json      bool
+}
+
+// onExisting migrates the database poolCfg names up and runs the
+// scenarios in it.
+func (b *benchCmd) onExisting(ctx context.Context, poolCfg *pgxpool.Config) error {
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg.Copy())
+	if err != nil {
+		return err
+	}
+	db := stdlib.OpenDBFromPool(pool)
+	_, err = migrations.Up(ctx, db)
+	_ = db.Close()
+	pool.Close()
+	if err != nil {
+		return fmt.Errorf("migrating %s: %w", poolCfg.ConnConfig.Database, err)
+	}
+	fmt.Fprintf(b.o.Stderr, "%s bench: using the existing database %s on %s (kept; only %s entries are touched)\n",
+		b.o.Name, poolCfg.ConnConfig.Database, hostPort(poolCfg), bench.Topic)
+	return b.run(ctx, poolCfg)
+}
+
+// run runs every chosen scenario runs times and prints the results as
+// they come.
+func (b *benchCmd) run(ctx context.Context, poolCfg *pgxpool.Config) (err error) {
+	r, err := bench.New(ctx, poolCfg, b.cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Clean up even when interrupted.
+		if cerr := r.Close(context.WithoutCancel(ctx)); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	out := b.o.Stdout
+	for _, s := range b.scenarios {
+		var results []bench.Result
+		for i := range b.runs {
+			if b.runs > 1 {
+				b.cfg.Logger.Info(fmt.Sprintf("bench: %s: run %d of %d", s, i+1, b.runs))
+			}
+			res, err := r.Run(ctx, s)
+			if err != nil {
+				return err
+			}
+			results = append(results, res)
+			if b.json {
+				run := 0
+				if b.runs > 1 {
+					run = i + 1
+				}
+				if err := bench.WriteJSON(out, res, run); err != nil {
+					return err
+				}
+			}
+		}
+		if b.json {
+			if b.runs > 1 {
+				if err := bench.WriteSummaryJSON(out, bench.Summarize(results)); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if err := bench.WriteTable(out, results); err != nil {
+			return err
+		}
+	}
+	return nil
+}
