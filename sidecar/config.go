@@ -79,8 +79,27 @@ type HandlerConfig struct {
 	Kind string `json:"kind"`
 	// Timeout overrides relay.handler_timeout for this handler.
 	Timeout Duration `json:"timeout"`
+	// OutcomeBeforeNext makes each worker of this handler wait until an
+	// attempt's outcome is committed before it takes its next entry
+	// (relay.WithOutcomeBeforeNext). A crash then repeats at most one
+	// finished effect per worker of the handler's queue, at the cost of a
+	// commit's latency per entry in each worker. Default false.
+	OutcomeBeforeNext bool `json:"outcome_before_next"`
 	// Config is the kind's own settings, decoded by the kind.
 	Config json.RawMessage `json:"config"`
+}
+
+// HandlerOptions returns the relay handler options that h's settings ask
+// for, to pass to the kind's Register.
+func (h HandlerConfig) HandlerOptions() []relay.HandlerOption {
+	var opts []relay.HandlerOption
+	if h.Timeout > 0 {
+		opts = append(opts, relay.WithTimeout(h.Timeout.D()))
+	}
+	if h.OutcomeBeforeNext {
+		opts = append(opts, relay.WithOutcomeBeforeNext())
+	}
+	return opts
 }
 
 // Duration is a time.Duration written as a string such as "1.5s" or "24h".
@@ -133,6 +152,7 @@ func LoadConfig(path string) (*FileConfig, error) {
 			if field == "" {
 				field = badDurationField(raw)
 			}
+			field = indexHandlerField(raw, field)
 			return nil, &ConfigError{Field: field, Err: err}
 		}
 	}
@@ -224,6 +244,28 @@ func (c RelayConfig) relayConfig() relay.Config {
 		}
 	}
 	return rc
+}
+
+// indexHandlerField turns encoding/json's "handlers.x" into "handlers[i].x",
+// naming the first handler whose settings do not decode.
+func indexHandlerField(raw []byte, field string) string {
+	rest, ok := strings.CutPrefix(field, "handlers.")
+	if !ok {
+		return field
+	}
+	var top struct {
+		Handlers []json.RawMessage `json:"handlers"`
+	}
+	if json.Unmarshal(raw, &top) != nil {
+		return field
+	}
+	for i, h := range top.Handlers {
+		var hc HandlerConfig
+		if json.Unmarshal(h, &hc) != nil {
+			return fmt.Sprintf("handlers[%d].%s", i, rest)
+		}
+	}
+	return field
 }
 
 // D returns d as a time.Duration.

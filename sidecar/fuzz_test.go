@@ -21,6 +21,7 @@ func FuzzLoadConfig(f *testing.F) {
 		`{"relay": {"poll_interval": "soon"}}`,
 		`{"handlers": [{"kind": "webhook", "timeout": "2s", "config": {"endpoints": {}}}]}`,
 		`{"handlers": [{}]}`,
+		`{"handlers": [{"kind": "webhook", "outcome_before_next": true}, {"kind": "pdf", "outcome_before_next": "yes"}]}`,
 		`{"unknown": true}`,
 		`{"log": {"format": "xml"}}`,
 		`[]`,
