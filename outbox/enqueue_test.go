@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -1518,4 +1519,68 @@ func TestEnqueueConflictUnderRepeatableRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	requireCount(t, db, 1)
+}
+
+// TestGeneratedKeys: a key no producer chose is marked key_generated (the
+// relay skips processed-key bookkeeping for it) and is a time-ordered
+// UUID; a chosen key, or a row inserted by plain SQL, is not marked.
+func TestGeneratedKeys(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	ctx := t.Context()
+	uuid7 := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	type row struct {
+		Key       string
+		Generated bool
+	}
+	read := func(id int64) row {
+		t.Helper()
+		var r row
+		if err := db.Pool.QueryRow(ctx, `SELECT key, key_generated FROM outbox_entries WHERE id = $1`, id).Scan(&r.Key, &r.Generated); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+
+	first := read(mustEnqueue(t, db.Pool, signup{UserID: 1}).ID)
+	if !first.Generated || !uuid7.MatchString(first.Key) {
+		t.Fatalf("Enqueue without a key stored %+v; want a generated UUIDv7-layout key", first)
+	}
+	if chosen := read(mustEnqueue(t, db.Pool, signup{UserID: 2}, outbox.WithKey("mine")).ID); chosen != (row{"mine", false}) {
+		t.Fatalf("Enqueue WithKey stored %+v", chosen)
+	}
+	var sqlID int64
+	if err := db.Pool.QueryRow(ctx, `INSERT INTO outbox_entries (topic) VALUES ('plain.sql') RETURNING id`).Scan(&sqlID); err != nil {
+		t.Fatal(err)
+	}
+	if plain := read(sqlID); plain.Generated || !uuid7.MatchString(plain.Key) {
+		t.Fatalf("plain SQL insert stored %+v; want the default key, not marked generated (it may be chosen by SQL producers)", plain)
+	}
+
+	res, err := outbox.EnqueueBatch(ctx, db.Pool, []outbox.Item{
+		outbox.NewItem(signup{UserID: 3}),
+		outbox.NewItem(signup{UserID: 4}, outbox.WithKey("batch-mine")),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := read(res[0].ID); !r.Generated || !uuid7.MatchString(r.Key) {
+		t.Fatalf("batch item without a key stored %+v", r)
+	}
+	if r := read(res[1].ID); r != (row{"batch-mine", false}) {
+		t.Fatalf("batch item with a key stored %+v", r)
+	}
+
+	// Time-ordered: a key generated a few milliseconds later sorts after.
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		later := read(mustEnqueue(t, db.Pool, signup{UserID: 5}).ID)
+		if later.Key[:13] != first.Key[:13] {
+			if later.Key < first.Key {
+				t.Fatalf("key %s generated after %s sorts before it", later.Key, first.Key)
+			}
+			return
+		}
+	}
+	t.Fatal("no key with a later millisecond within a minute")
 }

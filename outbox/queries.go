@@ -9,10 +9,10 @@ package outbox
 const sqlInsertOne = `
 WITH ins AS (
 	INSERT INTO outbox_entries
-		(topic, payload, key, ordering_key, queue, priority, max_attempts, run_at, headers)
+		(topic, payload, key, key_generated, ordering_key, queue, priority, max_attempts, run_at, headers)
 	VALUES (
-		$1::text, $2::jsonb, coalesce($3::text, gen_random_uuid()::text), $4::text, $5::text,
-		$6::smallint, $7::int,
+		$1::text, $2::jsonb, coalesce($3::text, outbox_generate_key()), $3::text IS NULL,
+		$4::text, $5::text, $6::smallint, $7::int,
 		coalesce($8::timestamptz, now() + $9::bigint * interval '1 microsecond'),
 		$10::jsonb)
 	ON CONFLICT (topic, key) DO NOTHING
@@ -30,7 +30,7 @@ const sqlSelectIDByKey = `SELECT id FROM outbox_entries WHERE topic = $1 AND key
 const sqlInsertBatch = `
 WITH input AS MATERIALIZED (
 	SELECT t.ord, t.topic, t.payload::jsonb AS payload,
-		coalesce(t.key, gen_random_uuid()::text) AS key,
+		coalesce(t.key, outbox_generate_key()) AS key, t.key IS NULL AS key_generated,
 		t.ordering_key, t.queue, t.priority, t.max_attempts,
 		coalesce(t.run_at, now() + t.delay_us * interval '1 microsecond') AS run_at,
 		t.headers::jsonb AS headers
@@ -41,8 +41,8 @@ WITH input AS MATERIALIZED (
 ),
 ins AS (
 	INSERT INTO outbox_entries
-		(topic, payload, key, ordering_key, queue, priority, max_attempts, run_at, headers)
-	SELECT topic, payload, key, ordering_key, queue, priority, max_attempts, run_at, headers
+		(topic, payload, key, key_generated, ordering_key, queue, priority, max_attempts, run_at, headers)
+	SELECT topic, payload, key, key_generated, ordering_key, queue, priority, max_attempts, run_at, headers
 	FROM input ORDER BY ord
 	ON CONFLICT (topic, key) DO NOTHING
 	RETURNING id, topic, key
@@ -163,14 +163,13 @@ FROM (
 ) s`
 
 // sqlListByCorrelation lists the entries whose correlation_id header is $1,
-// oldest first. Without an expression index on
-// ((headers->>'correlation_id')) it scans the table; see
-// docs/observability.md.
+// oldest first, through the partial index outbox_entries_correlation_idx
+// (schema version 3), whose predicate the query repeats.
 const sqlListByCorrelation = `
 SELECT coalesce(json_agg(x.j ORDER BY x.id), '[]')::text FROM (
 	SELECT e.id, ` + entryJSON + ` AS j
 	FROM outbox_entries e
-	WHERE e.headers->>'correlation_id' = $1::text
+	WHERE e.headers ? 'correlation_id' AND e.headers->>'correlation_id' = $1::text
 	ORDER BY e.id
 	LIMIT $2
 ) x`
