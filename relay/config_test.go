@@ -120,6 +120,21 @@ func TestRunRefusesUnusableDatabase(t *testing.T) {
 			t.Fatalf("Run: %v; want ErrNotMigrated", err)
 		}
 	})
+	t.Run("migrated only to version 2", func(t *testing.T) {
+		t.Parallel()
+		db := outboxtest.New(t)
+		// What migration 3 adds, undone by hand (as its Down script does).
+		if _, err := db.Pool.Exec(context.Background(), `ALTER TABLE outbox_entries DROP COLUMN key_generated`); err != nil {
+			t.Fatal(err)
+		}
+		r, err := relay.New(db.Pool, relay.Config{Handlers: h, Logger: testLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Run(context.Background()); !errors.Is(err, relay.ErrNotMigrated) {
+			t.Fatalf("Run: %v; want ErrNotMigrated", err)
+		}
+	})
 	t.Run("already running", func(t *testing.T) {
 		t.Parallel()
 		db := outboxtest.New(t)

@@ -39,7 +39,8 @@ func (r *Relay) execute(q *queue, c *store.Claimed, le *leaseEntry) {
 		r.submit(r.decide(nil, c, le, Permanent(fmt.Errorf("no handler for topic %q", c.Topic)), nil, base))
 		return
 	}
-	dedupe := !h.opts.noDedupe
+	// A generated key cannot repeat: nothing to look up or record.
+	dedupe := !h.opts.noDedupe && !c.KeyGenerated
 	if dedupe && c.Processed {
 		e := base
 		e.Kind = EventSkipped
@@ -209,7 +210,7 @@ func (r *Relay) decide(h *handler, c *store.Claimed, le *leaseEntry, err error, 
 	if err == nil {
 		out.State = store.StateDone
 		out.Result = result
-		out.RecordKey = h != nil && !h.opts.noDedupe
+		out.RecordKey = h != nil && !h.opts.noDedupe && !c.KeyGenerated
 		ev.Kind = EventDone
 		comp.out, comp.event = out, ev
 		return comp

@@ -226,6 +226,30 @@ func TestUnknownTopicWaitsForItsHandler(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The report samples each queue through the claim index: an entry of
+	// a queue no handler serves is reported too, and the sample finds the
+	// unknown topic behind many handled entries that are not yet due.
+	for i := range 50 {
+		if _, err := outbox.Enqueue(t.Context(), db.Pool, ping{N: i}, outbox.WithDelay(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lost := enqueue(t, db.Pool, ping{N: 99}, outbox.WithQueue("nobody-serves"))
+	ev3 := newEvents()
+	cfg3 := fastConfig(h, ev3)
+	cfg3.RetentionInterval = 20 * time.Millisecond
+	stop3 := runRelay(t, db.Pool, cfg3)
+	ev3.wait(t, func(e relay.Event) bool { return e.Kind == relay.EventUnhandled && e.Topic == "test.pong" && e.Queue == "default" })
+	ev3.wait(t, func(e relay.Event) bool {
+		return e.Kind == relay.EventUnhandled && e.Topic == "test.ping" && e.Queue == "nobody-serves" && e.Count == 1
+	})
+	if err := stop3(); err != nil {
+		t.Fatal(err)
+	}
+	if e := getEntry(t, db.Pool, lost); e.State != outbox.StatePending {
+		t.Fatalf("entry of an unserved queue was touched: %+v", e)
+	}
+
 	// A relay that knows the topic picks it up.
 	ev2 := newEvents()
 	h2 := relay.NewHandlers()

@@ -28,6 +28,8 @@ type Relay struct {
 	log    *slog.Logger
 	topics []string
 	queues map[string]*queue
+	// probeKeys: some handler uses processed keys, so claims look them up.
+	probeKeys bool
 
 	running  atomic.Bool
 	listener *notifier.Listener
@@ -74,6 +76,9 @@ func New(pool *pgxpool.Pool, cfg Config) (*Relay, error) {
 		log:    c.Logger.With("relay", c.ID),
 		topics: c.Handlers.Topics(),
 		queues: make(map[string]*queue, len(c.Queues)),
+	}
+	for _, h := range c.Handlers.byTopic {
+		r.probeKeys = r.probeKeys || !h.opts.noDedupe
 	}
 	for name, qc := range c.Queues {
 		r.queues[name] = &queue{
@@ -287,6 +292,7 @@ func (r *Relay) claim(ctx context.Context, q *queue, n int) (int, error) {
 		Owner:       r.cfg.ID,
 		Now:         r.now(),
 		BlockOnDead: r.cfg.OrderingDeadPolicy == OrderingBlockOnDead,
+		ProbeKeys:   r.probeKeys,
 	})
 	if err != nil {
 		return 0, err

@@ -20,7 +20,7 @@ func TestDeliversCommittedEntries(t *testing.T) {
 		return nil
 	})
 	startRelay(t, db.Pool, fastConfig(h, ev))
-	id := enqueue(t, db.Pool, ping{N: 7})
+	id := enqueue(t, db.Pool, ping{N: 7}, outbox.WithKey("chosen"))
 	ev.wait(t, entryKind(id, relay.EventDone))
 	if n := <-got; n != 7 {
 		t.Fatalf("payload %d, want 7", n)
@@ -31,5 +31,15 @@ func TestDeliversCommittedEntries(t *testing.T) {
 	}
 	if !scalar[bool](t, db.Pool, `SELECT EXISTS (SELECT 1 FROM outbox_processed_keys WHERE scope = $1 AND key = $2 AND entry_id = $3)`, e.Topic, e.Key, id) {
 		t.Fatal("processed key not recorded with the completion")
+	}
+
+	// A generated key cannot repeat: the relay records nothing for it.
+	gen := enqueue(t, db.Pool, ping{N: 8})
+	ev.wait(t, entryKind(gen, relay.EventDone))
+	if n := <-got; n != 8 {
+		t.Fatalf("payload %d, want 8", n)
+	}
+	if n := scalar[int64](t, db.Pool, `SELECT count(*) FROM outbox_processed_keys WHERE entry_id = $1`, gen); n != 0 {
+		t.Fatalf("%d processed keys recorded for a generated key, want 0", n)
 	}
 }

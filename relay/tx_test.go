@@ -66,7 +66,7 @@ func TestTxHandlerFailureRollsBackAndRetries(t *testing.T) {
 		return nil
 	})
 	startRelay(t, db.Pool, fastConfig(h, ev))
-	id := enqueue(t, db.Pool, ping{N: 1})
+	id := enqueue(t, db.Pool, ping{N: 1}, outbox.WithKey("tx-1"))
 	ev.wait(t, entryKind(id, relay.EventRetry))
 	ev.wait(t, entryKind(id, relay.EventDone))
 	if n := scalar[int64](t, db.Pool, `SELECT count(*) FROM effects`); n != 1 {

@@ -43,7 +43,10 @@ type Claimed struct {
 	Headers     []byte
 	CreatedAt   time.Time
 	RunAt       time.Time
-	Processed   bool // the topic+key is already in outbox_processed_keys
+	// KeyGenerated reports a key that no producer chose: it cannot repeat,
+	// so processed-key bookkeeping is skipped for it.
+	KeyGenerated bool
+	Processed    bool // the topic+key is already in outbox_processed_keys
 }
 
 // EffectiveAttempt is the attempt number that counts against MaxAttempts,
@@ -59,6 +62,9 @@ type ClaimParams struct {
 	Owner       string
 	Now         *time.Time
 	BlockOnDead bool
+	// ProbeKeys asks whether each claimed entry's key was processed
+	// (Claimed.Processed); false skips the lookup.
+	ProbeKeys bool
 }
 
 func micros(d time.Duration) int64 { return d.Microseconds() }
@@ -74,7 +80,7 @@ const customPlan = pgx.QueryExecModeCacheDescribe
 // Claim leases up to p.Limit runnable entries in one short transaction (the
 // statement itself) and returns them.
 func Claim(ctx context.Context, db DBTX, p ClaimParams) ([]Claimed, error) {
-	rows, err := db.Query(ctx, sqlClaim, p.Queue, p.Topics, p.Now, p.Limit, micros(p.Lease), p.Owner, p.BlockOnDead)
+	rows, err := db.Query(ctx, sqlClaim, p.Queue, p.Topics, p.Now, p.Limit, micros(p.Lease), p.Owner, p.BlockOnDead, p.ProbeKeys)
 	if err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
@@ -82,7 +88,7 @@ func Claim(ctx context.Context, db DBTX, p ClaimParams) ([]Claimed, error) {
 		var c Claimed
 		err := row.Scan(&c.ID, &c.Topic, &c.Key, &c.OrderingKey, &c.Queue, &c.Priority,
 			&c.Attempt, &c.AttemptBase, &c.MaxAttempts, &c.Payload, &c.Headers,
-			&c.CreatedAt, &c.RunAt, &c.Processed)
+			&c.CreatedAt, &c.RunAt, &c.KeyGenerated, &c.Processed)
 		return c, err
 	})
 	if err != nil {
@@ -288,7 +294,7 @@ func CheckSchema(ctx context.Context, db DBTX) error {
 	var n int64
 	err := db.QueryRow(ctx, sqlCheckSchema).Scan(&n)
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "42703") {
 		return fmt.Errorf("%w (%s)", ErrNotMigrated, pgErr.Message)
 	}
 	if err != nil {
