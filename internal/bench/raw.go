@@ -45,15 +45,19 @@ func (r *Runner) claimParams(owner string) store.ClaimParams {
 		Limit: min(r.eff.Workers, r.eff.ClaimBatch),
 		Lease: RelayDefaultLease,
 		Owner: owner,
+		// The relay probes processed keys when a handler uses them, as a
+		// handler with default options does.
+		ProbeKeys: true,
 	}
 }
 
 // outcome is the completion the relay writes for a claimed entry whose
-// no-op handler returned nil, with default handler options: done, and the
-// processed key recorded (unless the claim found it already processed,
-// when the relay skips the handler and records nothing).
+// no-op handler returned nil, with default handler options: done, with
+// the processed key recorded unless the key was generated (it cannot
+// repeat) or the claim found it already processed (the relay then skips
+// the handler and records nothing).
 func outcome(c *store.Claimed) store.Outcome {
-	return store.Outcome{ID: c.ID, Attempt: c.Attempt, State: store.StateDone, RecordKey: !c.Processed}
+	return store.Outcome{ID: c.ID, Attempt: c.Attempt, State: store.StateDone, RecordKey: !c.KeyGenerated && !c.Processed}
 }
 
 // rawOnce writes Entries pending entries untimed, then times emptying
