@@ -96,6 +96,32 @@ keys AS (
 ` + notifyProgress + `
 SELECT id FROM upd WHERE (SELECT count(*) FROM notified) >= 0`
 
+// sqlCompleteDone is sqlComplete for the common batch: every outcome a
+// success without a result. It ships three arrays instead of eight and
+// updates only what a success changes.
+const sqlCompleteDone = `
+WITH input AS (
+	SELECT * FROM unnest($2::bigint[], $3::int[], $4::bool[]) AS t(id, attempt, record_key)
+),
+upd AS (
+	UPDATE outbox_entries e
+	SET state = 'done',
+	    finished_at = coalesce($1::timestamptz, now()),
+	    lease_until = NULL,
+	    lease_owner = NULL
+	FROM input i
+	WHERE e.id = i.id AND e.attempt = i.attempt AND e.state = 'running'
+	RETURNING e.id, e.topic, e.key, i.record_key
+),
+keys AS (
+	INSERT INTO outbox_processed_keys (scope, key, entry_id, processed_at)
+	SELECT u.topic, u.key, u.id, coalesce($1::timestamptz, now())
+	FROM upd u WHERE u.record_key
+	ON CONFLICT (scope, key) DO NOTHING
+),
+` + notifyProgress + `
+SELECT id FROM upd WHERE (SELECT count(*) FROM notified) >= 0`
+
 // sqlCompleteOne is sqlComplete's single-row form, for the transactional
 // handler's own transaction (the processed key is recorded before the
 // handler runs, in that transaction; the progress notification goes out

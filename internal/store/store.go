@@ -112,6 +112,50 @@ type Outcome struct {
 // Complete applies outcomes in one statement and returns the ids that were
 // applied; the others were fenced off (their lease was lost).
 func Complete(ctx context.Context, db DBTX, now *time.Time, outs []Outcome) (map[int64]bool, error) {
+	var rows pgx.Rows
+	var err error
+	if allPlainDone(outs) {
+		rows, err = completeDone(ctx, db, now, outs)
+	} else {
+		rows, err = completeAny(ctx, db, now, outs)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("complete: %w", err)
+	}
+	applied, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("complete: %w", err)
+	}
+	m := make(map[int64]bool, len(applied))
+	for _, id := range applied {
+		m[id] = true
+	}
+	return m, nil
+}
+
+// allPlainDone reports a batch of successes without results: the common
+// case, which sqlCompleteDone writes.
+func allPlainDone(outs []Outcome) bool {
+	for _, o := range outs {
+		if o.State != StateDone || o.Result != nil || o.Error != nil || o.Handback || o.Delay != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func completeDone(ctx context.Context, db DBTX, now *time.Time, outs []Outcome) (pgx.Rows, error) {
+	n := len(outs)
+	ids := make([]int64, n)
+	attempts := make([]int32, n)
+	recordKeys := make([]bool, n)
+	for i, o := range outs {
+		ids[i], attempts[i], recordKeys[i] = o.ID, o.Attempt, o.RecordKey
+	}
+	return db.Query(ctx, sqlCompleteDone, customPlan, now, ids, attempts, recordKeys)
+}
+
+func completeAny(ctx context.Context, db DBTX, now *time.Time, outs []Outcome) (pgx.Rows, error) {
 	n := len(outs)
 	ids := make([]int64, n)
 	attempts := make([]int32, n)
@@ -129,19 +173,7 @@ func Complete(ctx context.Context, db DBTX, now *time.Time, outs []Outcome) (map
 			results[i] = &s
 		}
 	}
-	rows, err := db.Query(ctx, sqlComplete, customPlan, now, ids, attempts, states, delays, errs, results, handbacks, recordKeys)
-	if err != nil {
-		return nil, fmt.Errorf("complete: %w", err)
-	}
-	applied, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return nil, fmt.Errorf("complete: %w", err)
-	}
-	m := make(map[int64]bool, len(applied))
-	for _, id := range applied {
-		m[id] = true
-	}
-	return m, nil
+	return db.Query(ctx, sqlComplete, customPlan, now, ids, attempts, states, delays, errs, results, handbacks, recordKeys)
 }
 
 // CompleteOneTx marks one entry done inside tx, fenced by attempt. It
