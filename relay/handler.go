@@ -260,7 +260,7 @@ func decodeEntry[T outbox.Message](c *store.Claimed, typ string) (*Entry[T], err
 // SQL producers too, so non-string values are kept as their JSON text and a
 // non-object is ignored rather than failing the entry.
 func decodeHeaders(raw []byte) map[string]string {
-	if len(raw) == 0 {
+	if len(raw) == 0 || string(raw) == "{}" { // the column default: most entries
 		return nil
 	}
 	var m map[string]json.RawMessage

@@ -40,7 +40,9 @@ type Relay struct {
 	completions   chan completion
 	completerDone chan struct{}
 	inflight      sync.WaitGroup
-	writeMu       sync.Mutex // serialises batch completion and lease renewal
+	// writeMu keeps lease renewal apart from outcome writes (which may run
+	// side by side): a renewal never sees an entry settled under it.
+	writeMu sync.RWMutex
 }
 
 // queue is one queue's worker pool and wake-up signals.
@@ -49,6 +51,28 @@ type queue struct {
 	slots chan struct{} // one token per running handler
 	wake  chan struct{} // notification or local hint: claim now
 	freed chan struct{} // a slot was freed
+	// jobs feeds the queue's worker goroutines, one per slot; a claim
+	// takes a slot before it sends, so a send finds a worker free.
+	jobs chan job
+}
+
+// job is one claimed entry for a worker: run it, or hand it back.
+type job struct {
+	claimed  *store.Claimed
+	lease    *leaseEntry
+	handBack bool
+}
+
+// work runs q's jobs until the channel closes. Long-lived workers keep
+// their grown stacks; a goroutine per entry paid for growing one each time.
+func (r *Relay) work(q *queue) {
+	for j := range q.jobs {
+		if j.handBack {
+			r.handBack(q, j.claimed, j.lease)
+		} else {
+			r.execute(q, j.claimed, j.lease)
+		}
+	}
 }
 
 func (q *queue) signal(ch chan struct{}) {
@@ -60,7 +84,7 @@ func (q *queue) signal(ch chan struct{}) {
 
 // New validates cfg and returns a relay over pool. The pool should allow
 // a few connections more than the relay uses at once: one per queue's claim
-// loop, one for completions and renewals, one for maintenance, and one per
+// loop, two for outcome writes and one for renewals, one for maintenance, and one per
 // transactional handler running; LISTEN uses its own connection.
 func New(pool *pgxpool.Pool, cfg Config) (*Relay, error) {
 	if pool == nil {
@@ -179,6 +203,23 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.completions = make(chan completion, total)
 	r.completerDone = make(chan struct{})
 
+	var workers sync.WaitGroup
+	for _, q := range r.queues {
+		q.jobs = make(chan job, cap(q.slots))
+		for range cap(q.slots) {
+			workers.Go(func() { r.work(q) })
+		}
+	}
+	stuck := false // a handler ignored cancellation: do not wait for its worker
+	defer func() {
+		for _, q := range r.queues {
+			close(q.jobs)
+		}
+		if !stuck {
+			workers.Wait()
+		}
+	}()
+
 	var loops sync.WaitGroup
 	if r.listener != nil {
 		loops.Go(func() { r.listener.Run(ctx) })
@@ -202,6 +243,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	if !waitGroupTimeout(&r.inflight, r.cfg.ShutdownTimeout) {
 		cancelWork(ErrShutdown)
 		if !waitGroupTimeout(&r.inflight, handbackGrace) {
+			stuck = true
 			r.log.Warn("txoutbox: handlers still running after cancellation; their leases will expire and other relays will retry them",
 				"running", r.leases.len())
 		}
@@ -306,12 +348,8 @@ func (r *Relay) claim(ctx context.Context, q *queue, n int) (int, error) {
 		q.slots <- struct{}{}
 		r.inflight.Add(1)
 		le := r.leases.add(r.workCtx, c.ID, c.Attempt, claimStart.Add(r.cfg.LeaseDuration))
-		if ctx.Err() != nil {
-			// Shutting down: give it back untouched.
-			go r.handBack(q, c, le)
-			continue
-		}
-		go r.execute(q, c, le)
+		// Shutting down: give it back untouched.
+		q.jobs <- job{claimed: c, lease: le, handBack: ctx.Err() != nil}
 	}
 	return len(claimed), nil
 }
