@@ -239,7 +239,9 @@ func TestUnknownTopicWaitsForItsHandler(t *testing.T) {
 	cfg3 := fastConfig(h, ev3)
 	cfg3.RetentionInterval = 20 * time.Millisecond
 	stop3 := runRelay(t, db.Pool, cfg3)
-	ev3.wait(t, func(e relay.Event) bool { return e.Kind == relay.EventUnhandled && e.Topic == "test.pong" && e.Queue == "default" })
+	ev3.wait(t, func(e relay.Event) bool {
+		return e.Kind == relay.EventUnhandled && e.Topic == "test.pong" && e.Queue == "default"
+	})
 	ev3.wait(t, func(e relay.Event) bool {
 		return e.Kind == relay.EventUnhandled && e.Topic == "test.ping" && e.Queue == "nobody-serves" && e.Count == 1
 	})
