@@ -2,33 +2,23 @@ package relay
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/txoutbox/txoutbox/internal/store"
 )
-
-// completerWriters is how many outcome batches may be in flight at once,
-// each on its own connection: while one waits for its commit to reach the
-// disk, the next is already being written.
-const completerWriters = 2
 
 // completerLoop writes outcomes in batches: it takes whatever has queued up
 // (up to CompleteBatchSize) in one statement, so the batch grows with load
 // and a lone outcome is written at once.
 func (r *Relay) completerLoop(stop <-chan struct{}) {
 	defer close(r.completerDone)
-	writers := make(chan struct{}, completerWriters)
-	var inFlight sync.WaitGroup
-	defer inFlight.Wait()
+	batch := make([]completion, 0, r.cfg.CompleteBatchSize)
 	for {
 		var first completion
 		select {
 		case first = <-r.completions:
 		case <-stop:
 			// Drain what is left, then stop.
-			inFlight.Wait()
-			batch := make([]completion, 0, r.cfg.CompleteBatchSize)
 			for {
 				batch = batch[:0]
 				r.fill(&batch)
@@ -38,15 +28,9 @@ func (r *Relay) completerLoop(stop <-chan struct{}) {
 				r.flush(batch, true)
 			}
 		}
-		batch := make([]completion, 0, r.cfg.CompleteBatchSize)
-		batch = append(batch, first)
-		writers <- struct{}{}
-		// Whatever queued while waiting for a writer joins this batch.
+		batch = append(batch[:0], first)
 		r.fill(&batch)
-		inFlight.Go(func() {
-			defer func() { <-writers }()
-			r.flush(batch, false)
-		})
+		r.flush(batch, false)
 	}
 }
 
@@ -98,8 +82,8 @@ func (r *Relay) completeBatch(batch []completion) (map[int64]bool, error) {
 	for i, c := range batch {
 		outs[i] = c.out
 	}
-	r.writeMu.RLock()
-	defer r.writeMu.RUnlock()
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	applied, err := store.Complete(ctx, r.pool, r.now(), outs)
