@@ -182,10 +182,7 @@ func buildHandlers(o *Options, cfg *FileConfig) (*relay.Handlers, error) {
 			sort.Strings(names)
 			return nil, &ConfigError{Field: field + ".kind", Err: fmt.Errorf("unknown handler kind %q (known: %s)", hc.Kind, strings.Join(names, ", "))}
 		}
-		var opts []relay.HandlerOption
-		if hc.Timeout > 0 {
-			opts = append(opts, relay.WithTimeout(hc.Timeout.D()))
-		}
+		opts := hc.HandlerOptions()
 		raw := hc.Config
 		if len(raw) == 0 {
 			raw = json.RawMessage("{}")
