@@ -115,10 +115,19 @@ func TestQueuesAndPriorities(t *testing.T) {
 	release := make(chan struct{})
 	var order []int
 	var mu sync.Mutex
+	var bulkRunning, bulkMax atomic.Int64
 	h := relay.NewHandlers()
 	relay.Handle(h, func(ctx context.Context, e *relay.Entry[ping]) error {
 		if e.Queue == "bulk" {
+			n := bulkRunning.Add(1)
+			for {
+				m := bulkMax.Load()
+				if n <= m || bulkMax.CompareAndSwap(m, n) {
+					break
+				}
+			}
 			<-release
+			bulkRunning.Add(-1)
 			return nil
 		}
 		mu.Lock()
@@ -147,14 +156,17 @@ func TestQueuesAndPriorities(t *testing.T) {
 		t.Fatalf("urgent entries ran in order %v; want by priority [3 2 1]", got)
 	}
 	// The bulk queue fills its two workers (its claim loop runs on its own
-	// schedule) and never takes a third while they hang.
-	waitUntil(t, "two bulk entries running", func() bool {
-		return scalar[int64](t, db.Pool, `SELECT count(*) FROM outbox_entries WHERE queue = 'bulk' AND state = 'running'`) == 2
-	})
+	// schedule) and never runs a third handler while they hang; the other
+	// two entries are claimed ahead (the prefetch, at most its worker
+	// count) and wait.
+	waitUntil(t, "two bulk handlers running", func() bool { return bulkRunning.Load() == 2 })
 	other2 := enqueue(t, db.Pool, ping{N: 4}, outbox.WithQueue("urgent"))
 	ev.wait(t, entryKind(other2, relay.EventDone)) // a later claim round, bulk still blocked
-	if n := scalar[int64](t, db.Pool, `SELECT count(*) FROM outbox_entries WHERE queue = 'bulk' AND state = 'running'`); n != 2 {
-		t.Fatalf("%d bulk entries running; want 2 (its worker limit)", n)
+	if n := bulkMax.Load(); n != 2 {
+		t.Fatalf("up to %d bulk handlers ran at once; want 2 (its worker limit)", n)
+	}
+	if n := scalar[int64](t, db.Pool, `SELECT count(*) FROM outbox_entries WHERE queue = 'bulk' AND state = 'running'`); n > 4 {
+		t.Fatalf("%d bulk entries claimed; want at most 4 (2 workers and 2 prefetched)", n)
 	}
 	close(release)
 	if e := getEntry(t, db.Pool, other); e.State != outbox.StatePending {

@@ -32,6 +32,7 @@ type Relay struct {
 	probeKeys bool
 
 	running  atomic.Bool
+	stopping atomic.Bool // Run's context ended: hand back entries not started
 	listener *notifier.Listener
 
 	// per Run
@@ -47,12 +48,20 @@ type Relay struct {
 
 // queue is one queue's worker pool and wake-up signals.
 type queue struct {
-	name  string
-	slots chan struct{} // one token per running handler
+	name    string
+	workers int // handlers that may run at once (QueueConfig.MaxWorkers)
+	// minClaim is the smallest batch worth a claim while entries are in
+	// flight: a claim costs mostly per statement, not per row.
+	minClaim int
+	// slots holds one token per claimed entry not yet finished: running,
+	// or waiting for a worker. There are workers plus a prefetch of up to
+	// ClaimBatchSize (at most workers) of them, so the next batch is
+	// claimed while the last one runs.
+	slots chan struct{}
 	wake  chan struct{} // notification or local hint: claim now
 	freed chan struct{} // a slot was freed
-	// jobs feeds the queue's worker goroutines, one per slot; a claim
-	// takes a slot before it sends, so a send finds a worker free.
+	// jobs feeds the queue's worker goroutines; a claim takes a slot
+	// before it sends, so a send never blocks.
 	jobs chan job
 }
 
@@ -67,7 +76,7 @@ type job struct {
 // their grown stacks; a goroutine per entry paid for growing one each time.
 func (r *Relay) work(q *queue) {
 	for j := range q.jobs {
-		if j.handBack {
+		if j.handBack || r.stopping.Load() { // not started: give it back
 			r.handBack(q, j.claimed, j.lease)
 		} else {
 			r.execute(q, j.claimed, j.lease)
@@ -105,11 +114,14 @@ func New(pool *pgxpool.Pool, cfg Config) (*Relay, error) {
 		r.probeKeys = r.probeKeys || !h.opts.noDedupe
 	}
 	for name, qc := range c.Queues {
+		prefetch := min(c.ClaimBatchSize, qc.MaxWorkers)
 		r.queues[name] = &queue{
-			name:  name,
-			slots: make(chan struct{}, qc.MaxWorkers),
-			wake:  make(chan struct{}, 1),
-			freed: make(chan struct{}, 1),
+			name:     name,
+			workers:  qc.MaxWorkers,
+			minClaim: max(1, prefetch/2),
+			slots:    make(chan struct{}, qc.MaxWorkers+prefetch),
+			wake:     make(chan struct{}, 1),
+			freed:    make(chan struct{}, 1),
 		}
 	}
 	if !c.DisableListen {
@@ -206,7 +218,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	var workers sync.WaitGroup
 	for _, q := range r.queues {
 		q.jobs = make(chan job, cap(q.slots))
-		for range cap(q.slots) {
+		for range q.workers {
 			workers.Go(func() { r.work(q) })
 		}
 	}
@@ -237,6 +249,7 @@ func (r *Relay) Run(ctx context.Context) error {
 
 	r.log.Info("txoutbox: relay started", "topics", r.topics, "queues", r.cfg.queueNames())
 	<-ctx.Done()
+	r.stopping.Store(true)
 	r.log.Info("txoutbox: relay stopping", "shutdown_timeout", r.cfg.ShutdownTimeout)
 
 	loops.Wait() // no more claims
@@ -272,8 +285,8 @@ func waitGroupTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 	}
 }
 
-// claimLoop claims entries of q whenever it has free workers and is woken
-// (notification, poll tick, freed worker after a full pool, local hint).
+// claimLoop claims entries of q whenever it has room and is woken
+// (notification, poll tick, freed slot after a full queue, local hint).
 func (r *Relay) claimLoop(ctx context.Context, q *queue) {
 	poll := time.NewTicker(r.cfg.PollInterval)
 	defer poll.Stop()
@@ -281,12 +294,13 @@ func (r *Relay) claimLoop(ctx context.Context, q *queue) {
 	for {
 		full := false
 		for ctx.Err() == nil {
-			free := cap(q.slots) - len(q.slots)
-			if free <= 0 {
+			n := min(cap(q.slots)-len(q.slots), r.cfg.ClaimBatchSize)
+			if n <= 0 || (n < q.minClaim && len(q.slots) > 0) {
+				// Every worker is busy and the prefetch is more than half
+				// full: claim when a useful batch is free.
 				full = true
 				break
 			}
-			n := min(free, r.cfg.ClaimBatchSize)
 			got, err := r.claim(ctx, q, n)
 			if err != nil {
 				r.observe(Event{Kind: EventError, Queue: q.name, Err: err})

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -94,6 +96,11 @@ func Claim(ctx context.Context, db DBTX, p ClaimParams) ([]Claimed, error) {
 	if err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
+	// UPDATE ... RETURNING does not keep the picking order; the relay
+	// starts entries in the order returned.
+	slices.SortFunc(out, func(a, b Claimed) int {
+		return cmp.Or(cmp.Compare(b.Priority, a.Priority), a.RunAt.Compare(b.RunAt), cmp.Compare(a.ID, b.ID))
+	})
 	return out, nil
 }
 
