@@ -157,7 +157,7 @@ func (r *Relay) expiryLoop(stop <-chan struct{}) {
 // (the last renewals failed or could not run): they are lost whatever a
 // renewal would bring.
 func (r *Relay) expireLocal() {
-	for _, le := range r.leases.expire(time.Now()) {
+	for _, le := range r.leases.expire(r.expiryHorizon()) {
 		r.observe(Event{Kind: EventLeaseLost, EntryID: le.id, Err: ErrLeaseLost})
 		r.log.Warn("txoutbox: lease expired without renewal; handler cancelled", "entry", le.id)
 	}
@@ -179,7 +179,7 @@ func (r *Relay) renew() {
 	if err != nil {
 		r.observe(Event{Kind: EventError, Count: len(held), Err: err})
 		r.log.Warn("txoutbox: renewing leases failed", "count", len(held), "error", err)
-		lost = r.leases.expire(time.Now())
+		lost = r.leases.expire(r.expiryHorizon())
 	} else {
 		lost = r.leases.settle(held, renewed, start.Add(r.cfg.LeaseDuration))
 	}
@@ -194,4 +194,13 @@ func (c *completion) signalWritten() {
 	if c.written != nil {
 		close(c.written)
 	}
+}
+
+// expiryHorizon is the instant against which local lease deadlines are
+// checked: one HeartbeatInterval ahead, the time until the next check. A
+// lease that would pass its deadline before then is given up now, so its
+// handler is cancelled before the database lets another relay take the
+// entry, not up to a heartbeat after.
+func (r *Relay) expiryHorizon() time.Time {
+	return time.Now().Add(r.cfg.HeartbeatInterval)
 }

@@ -66,8 +66,10 @@ type Config struct {
 	// may take it over, unless renewed. Default 30s; at least 100ms.
 	LeaseDuration time.Duration
 
-	// HeartbeatInterval is how often held leases are renewed.
-	// Default LeaseDuration/3; must be below LeaseDuration.
+	// HeartbeatInterval is how often held leases are renewed, and how
+	// often the relay checks for leases it could not renew: a handler is
+	// cancelled when its lease would run out before the next check.
+	// Default LeaseDuration/3; at most LeaseDuration/2.
 	HeartbeatInterval time.Duration
 
 	// RescueInterval is how often expired leases are taken back.
@@ -215,8 +217,8 @@ func (c Config) withDefaults() (Config, error) {
 	if err := durField("HeartbeatInterval", &c.HeartbeatInterval, c.LeaseDuration/3, 10*time.Millisecond); err != nil {
 		return c, err
 	}
-	if c.HeartbeatInterval >= c.LeaseDuration {
-		return c, configErr("HeartbeatInterval", "%s must be below LeaseDuration %s", c.HeartbeatInterval, c.LeaseDuration)
+	if c.HeartbeatInterval > c.LeaseDuration/2 {
+		return c, configErr("HeartbeatInterval", "%s must be at most half of LeaseDuration %s", c.HeartbeatInterval, c.LeaseDuration)
 	}
 	if err := durField("RescueInterval", &c.RescueInterval, c.LeaseDuration/2, 10*time.Millisecond); err != nil {
 		return c, err

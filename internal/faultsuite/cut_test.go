@@ -282,6 +282,24 @@ func TestDroppedAndPartitionedConnections(t *testing.T) {
 		dropped += px.drop()
 	}
 	progress("progress before the partition")
+	// Make sure A holds an entry when the partition starts: slow entries
+	// (longer than the lease) until A runs one. Without it, A may have
+	// finished everything it held the moment the traffic stops.
+	longN := 1_000_000
+	holding := func() bool {
+		return scalar[int64](t, db.Pool, `SELECT count(*) FROM runs r JOIN outbox_entries e ON e.id = r.entry_id
+			WHERE r.relay = 'relay-a' AND r.finished_at IS NULL AND (e.payload->>'n')::int >= 1000000`) > 0
+	}
+	for !holding() {
+		if _, err := outbox.Enqueue(ctx, db.Pool, runWork{N: longN, SleepUS: int(lease.Microseconds() * 3 / 2)}); err != nil {
+			t.Fatal(err)
+		}
+		longN++
+		deadline := time.Now().Add(lease)
+		for !holding() && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	dropped += px.partition()
 	time.Sleep(lease * 5 / 2)
 	px.heal()
@@ -291,7 +309,8 @@ func TestDroppedAndPartitionedConnections(t *testing.T) {
 	px.heal()
 	progress("progress after the stall")
 	close(stopProducing)
-	total := <-produced * 2
+	txEntries := <-produced
+	total := txEntries*2 + (longN - 1_000_000)
 	waitSettled(t, db.Pool)
 	stopA()
 	stopB()
@@ -302,8 +321,8 @@ func TestDroppedAndPartitionedConnections(t *testing.T) {
 	}
 	effects := scalar[int64](t, db.Pool, `SELECT count(*) FROM effects`)
 	distinct := scalar[int64](t, db.Pool, `SELECT count(DISTINCT entry_id) FROM effects`)
-	if effects != int64(total/2) || distinct != effects {
-		t.Fatalf("%d effects for %d distinct entries; want exactly one for each of %d", effects, distinct, total/2)
+	if effects != int64(txEntries) || distinct != effects {
+		t.Fatalf("%d effects for %d distinct entries; want exactly one for each of %d", effects, distinct, txEntries)
 	}
 	checkNoOverlap(t, db.Pool, false)
 	// A relay lost an entry if it saw its lease go, or if its outcome was
