@@ -21,6 +21,10 @@ package relay_test
 //	TXOUTBOX_BENCH_CLAIM_BATCH     ClaimBatchSize
 //	TXOUTBOX_BENCH_COMPLETE_BATCH  CompleteBatchSize
 //	TXOUTBOX_BENCH_NO_KEYS=1       register the handler WithoutProcessedKeys
+//	TXOUTBOX_BENCH_CHOSEN_KEYS=1   entries with keys chosen by the producer
+//	                               (processed keys probed and recorded);
+//	                               by default keys are generated, as
+//	                               Enqueue without WithKey makes them
 //	TXOUTBOX_BENCH_SEED_KEYS       processed keys (of another topic) present
 //	                               before the drain, analyzed: a table that
 //	                               holds weeks of keys, as in production (0)
@@ -273,15 +277,18 @@ func cpuTime() time.Duration {
 // insertPending writes n pending ping entries with COPY, bypassing the
 // producer API (its cost is BenchmarkEnqueue's business).
 func insertPending(b *testing.B, pool *pgxpool.Pool, n int) {
+	chosenKeys := os.Getenv("TXOUTBOX_BENCH_CHOSEN_KEYS") == "1"
 	b.Helper()
 	ctx := context.Background()
 	for start := 0; start < n; start += benchInsertChunk {
 		m := min(benchInsertChunk, n-start)
 		rows := make([][]any, m)
 		for i := range rows {
-			rows[i] = []any{"test.ping", json.RawMessage(fmt.Sprintf(`{"n":%d}`, start+i))}
+			// As outbox.Enqueue writes an entry without WithKey: the key
+			// is generated (the column default) and marked so.
+			rows[i] = []any{"test.ping", json.RawMessage(fmt.Sprintf(`{"n":%d}`, start+i)), !chosenKeys}
 		}
-		if _, err := pool.CopyFrom(ctx, pgx.Identifier{"outbox_entries"}, []string{"topic", "payload"}, pgx.CopyFromRows(rows)); err != nil {
+		if _, err := pool.CopyFrom(ctx, pgx.Identifier{"outbox_entries"}, []string{"topic", "payload", "key_generated"}, pgx.CopyFromRows(rows)); err != nil {
 			b.Fatalf("copy entries: %v", err)
 		}
 	}
