@@ -147,6 +147,11 @@ func (c Config) Validate() error {
 	return err
 }
 
+// WithDefaults returns the configuration New would run with: a copy of c
+// with every unset field given its default, or the *ConfigError New would
+// return. Handy for logging or reporting the effective settings.
+func (c Config) WithDefaults() (Config, error) { return c.withDefaults() }
+
 // withDefaults returns a copy of c with defaults filled in and validates it.
 func (c Config) withDefaults() (Config, error) {
 	if c.Handlers == nil {

@@ -52,6 +52,7 @@ func runBench(ctx context.Context, o *Options, args []string) int {
 	claimBatch := fs.Int("claim-batch", 0, "relay ClaimBatchSize (0: the relay's default, 100)")
 	completeBatch := fs.Int("complete-batch", 0, "relay CompleteBatchSize (0: the relay's default, 500)")
 	backlog := fs.Int("backlog", 0, "steady: first write and drain this many entries, then offer the load")
+	chosenKeys := fs.Bool("chosen-keys", false, "drain, raw: backlog entries carry producer-chosen keys (processed keys probed and recorded) instead of generated ones")
 	runs := fs.Int("runs", 1, "run each scenario this many times; above 1, print a median, min and max summary")
 	asJSON := fs.Bool("json", false, "print one JSON object per scenario run (and summary) on its own line")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench process to this file")
@@ -81,7 +82,7 @@ func runBench(ctx context.Context, o *Options, args []string) int {
 	cfg := bench.Config{
 		Entries: *entries, Rate: *rate, Producers: *producers, Duration: *duration,
 		Workers: *workers, ClaimBatch: *claimBatch, CompleteBatch: *completeBatch,
-		Backlog: *backlog, Existing: *existing,
+		Backlog: *backlog, Existing: *existing, ChosenKeys: *chosenKeys,
 	}
 	if err := cfg.Validate(); err != nil {
 		var ce *bench.ConfigError

@@ -181,16 +181,26 @@ func (r *Runner) clean(ctx context.Context) error {
 // insertPending writes n pending entries of Topic with one COPY, bypassing
 // the producer API (whose cost is the enqueue scenario's business).
 func (r *Runner) insertPending(ctx context.Context, n int) error {
-	r.log.Info("bench: writing pending entries with COPY", "entries", n)
+	r.log.Info("bench: writing pending entries with COPY", "entries", n, "chosen_keys", r.cfg.ChosenKeys)
 	i := 0
 	src := pgx.CopyFromFunc(func() ([]any, error) {
 		if i >= n {
 			return nil, nil
 		}
 		i++
-		return []any{Topic, json.RawMessage(fmt.Appendf(nil, `{"n":%d}`, i))}, nil
+		payload := json.RawMessage(fmt.Appendf(nil, `{"n":%d}`, i))
+		if r.cfg.ChosenKeys {
+			return []any{Topic, payload, fmt.Sprintf("bench-%d", i), false}, nil
+		}
+		// As outbox.Enqueue without WithKey: the key column's default (a
+		// generated, time-ordered key), marked as generated.
+		return []any{Topic, payload, true}, nil
 	})
-	got, err := r.app.CopyFrom(ctx, pgx.Identifier{"outbox_entries"}, []string{"topic", "payload"}, src)
+	cols := []string{"topic", "payload", "key_generated"}
+	if r.cfg.ChosenKeys {
+		cols = []string{"topic", "payload", "key", "key_generated"}
+	}
+	got, err := r.app.CopyFrom(ctx, pgx.Identifier{"outbox_entries"}, cols, src)
 	if err != nil {
 		return fmt.Errorf("copying entries: %w", err)
 	}

@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/txoutbox/txoutbox/internal/bench"
+	"github.com/txoutbox/txoutbox/outbox"
 	"github.com/txoutbox/txoutbox/outbox/outboxtest"
+	"github.com/txoutbox/txoutbox/relay"
 )
 
 func TestMain(m *testing.M) { outboxtest.Main(m) }
@@ -174,3 +177,22 @@ func TestRunner(t *testing.T) {
 		t.Errorf("New with a zero Config: %v", err)
 	}
 }
+
+// The bench's copies of the relay's defaults must follow the relay.
+func TestRelayDefaultsMatchTheRelay(t *testing.T) {
+	h := relay.NewHandlers()
+	relay.Handle(h, func(context.Context, *relay.Entry[benchPayload]) error { return nil })
+	c, err := relay.Config{Handlers: h}.WithDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []any{c.Queues[outbox.DefaultQueue].MaxWorkers, c.ClaimBatchSize, c.CompleteBatchSize, c.LeaseDuration}
+	want := []any{bench.RelayDefaultWorkers, bench.RelayDefaultClaimBatch, bench.RelayDefaultCompleteBatch, bench.RelayDefaultLease}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("relay defaults (workers, claim batch, complete batch, lease) = %v; the bench assumes %v", got, want)
+	}
+}
+
+type benchPayload struct{}
+
+func (benchPayload) Topic() string { return bench.Topic }

@@ -63,6 +63,11 @@ type Config struct {
 	// drain this many entries, so that it measures a table that has just
 	// emptied a large backlog. Default 0; at most 100,000,000.
 	Backlog int
+	// ChosenKeys makes the drain and raw backlogs carry keys chosen by the
+	// producer (as with outbox.WithKey or a plain SQL insert): the relay
+	// then probes and records a processed key per entry. By default their
+	// keys are generated, as outbox.Enqueue without WithKey writes them.
+	ChosenKeys bool
 	// Existing says the database is not the bench's own: clean only rows
 	// of Topic instead of truncating the outbox tables, and remove them
 	// again in Close.
