@@ -290,6 +290,14 @@ func waitGroupTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 func (r *Relay) claimLoop(ctx context.Context, q *queue) {
 	poll := time.NewTicker(r.cfg.PollInterval)
 	defer poll.Stop()
+	// After a wake-up, claim again a moment later, twice: producers that
+	// committed together with the one that notified skipped their own
+	// notification (schema version 4), and their entries may have become
+	// visible only after this claim ran.
+	trail := time.NewTimer(time.Hour)
+	trail.Stop()
+	defer trail.Stop()
+	trailing := 0 // trailing claims still to come
 	failing := false
 	for {
 		full := false
@@ -326,11 +334,24 @@ func (r *Relay) claimLoop(ctx context.Context, q *queue) {
 		case <-ctx.Done():
 			return
 		case <-q.wake:
+			trailing = 2
+			trail.Reset(firstTrailingClaim)
+		case <-trail.C:
+			if trailing--; trailing > 0 {
+				trail.Reset(secondTrailingClaim - firstTrailingClaim)
+			}
 		case <-poll.C:
 		case <-freed:
 		}
 	}
 }
+
+// The delays, after the last wake-up, of the two claims a queue makes for
+// entries whose producers did not notify.
+const (
+	firstTrailingClaim  = 10 * time.Millisecond
+	secondTrailingClaim = 50 * time.Millisecond
+)
 
 // claim claims up to n entries and starts a handler for each. It returns
 // how many it claimed.
