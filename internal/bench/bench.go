@@ -50,6 +50,9 @@ type Runner struct {
 	relayPool *pgxpool.Pool // the relays and the raw loops
 	handlers  *relay.Handlers
 	rec       atomic.Pointer[recorder] // the steady scenario's start times
+	// The connection string and database of the pools, for the relay
+	// processes of Config.Processes.
+	connString, database string
 }
 
 // New validates cfg, opens two pools on the database poolCfg names (one
@@ -66,7 +69,10 @@ func New(ctx context.Context, poolCfg *pgxpool.Config, cfg Config) (*Runner, err
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Runner{cfg: cfg, eff: cfg.Effective(), log: cfg.Logger, handlers: relay.NewHandlers()}
+	r := &Runner{
+		cfg: cfg, eff: cfg.Effective(), log: cfg.Logger, handlers: relay.NewHandlers(),
+		connString: poolCfg.ConnString(), database: poolCfg.ConnConfig.Database,
+	}
 	relay.Handle(r.handlers, r.handle)
 
 	appCfg := poolCfg.Copy()
@@ -317,16 +323,23 @@ type running struct {
 // handler, a Warn-level logger and obs, changed only by the Config fields
 // that are set.
 func (r *Runner) relayConfig(obs relay.Observer) relay.Config {
+	return relayConfig(r.cfg, r.handlers, r.log, obs)
+}
+
+// relayConfig is the relay configuration of Runner.relayConfig for c,
+// handlers h and the logger log; the relay processes of
+// Config.Processes use it too.
+func relayConfig(c Config, h *relay.Handlers, log *slog.Logger, obs relay.Observer) relay.Config {
 	cfg := relay.Config{
-		Handlers: r.handlers,
-		Logger:   slog.New(minLevel{min: slog.LevelWarn, h: r.log.Handler()}),
+		Handlers: h,
+		Logger:   slog.New(minLevel{min: slog.LevelWarn, h: log.Handler()}),
 		Observer: obs,
 	}
-	if r.cfg.Workers > 0 {
-		cfg.Queues = map[string]relay.QueueConfig{outbox.DefaultQueue: {MaxWorkers: r.cfg.Workers}}
+	if c.Workers > 0 {
+		cfg.Queues = map[string]relay.QueueConfig{outbox.DefaultQueue: {MaxWorkers: c.Workers}}
 	}
-	cfg.ClaimBatchSize = r.cfg.ClaimBatch
-	cfg.CompleteBatchSize = r.cfg.CompleteBatch
+	cfg.ClaimBatchSize = c.ClaimBatch
+	cfg.CompleteBatchSize = c.CompleteBatch
 	return cfg
 }
 

@@ -41,6 +41,8 @@ func TestConfigValidate(t *testing.T) {
 		{"ClaimBatch", func(c *bench.Config) { c.ClaimBatch = 1001 }},
 		{"CompleteBatch", func(c *bench.Config) { c.CompleteBatch = 10_001 }},
 		{"Backlog", func(c *bench.Config) { c.Backlog = -1 }},
+		{"Processes", func(c *bench.Config) { c.Processes = -1 }},
+		{"Processes", func(c *bench.Config) { c.Processes = 65 }},
 	} {
 		c := bench.DefaultConfig()
 		tc.change(&c)

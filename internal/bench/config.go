@@ -31,6 +31,7 @@ const (
 	minDuration  = 100 * time.Millisecond
 	maxDuration  = 24 * time.Hour
 	maxOffered   = 100_000_000 // Rate × Duration: the steady scenario keeps two timestamps per entry
+	maxProcesses = 64
 )
 
 // Config says how big the scenarios are. Start from [DefaultConfig];
@@ -68,6 +69,13 @@ type Config struct {
 	// then probes and records a processed key per entry. By default their
 	// keys are generated, as outbox.Enqueue without WithKey writes them.
 	ChosenKeys bool
+	// Processes, when positive, makes the drain scenario run its relays
+	// in this many child processes instead of in the bench process: each
+	// runs the executable (os.Executable) with the hidden subcommand
+	// RelayProcessCommand, which must call [RunRelayProcess], and one
+	// relay with the settings above. The other scenarios ignore it.
+	// Default 0; at most 64.
+	Processes int
 	// Existing says the database is not the bench's own: clean only rows
 	// of Topic instead of truncating the outbox tables, and remove them
 	// again in Close.
@@ -131,6 +139,7 @@ func (c Config) Validate() error {
 		optional("ClaimBatch", c.ClaimBatch, 1000),
 		optional("CompleteBatch", c.CompleteBatch, 10_000),
 		intRange("Backlog", c.Backlog, 0, maxEntries),
+		intRange("Processes", c.Processes, 0, maxProcesses),
 	} {
 		if err != nil {
 			return err

@@ -18,7 +18,12 @@
 //     completer as the relay's claim loop feeds its completer.
 //   - drain: Config.Entries pending entries are written with COPY while no
 //     relay runs, then a relay with the default configuration starts and
-//     the clock runs until its Observer has counted every entry done.
+//     the clock runs until its Observer has counted every entry done. With
+//     Config.Processes, that many child processes (the executable with
+//     the hidden subcommand RelayProcessCommand, see [RunRelayProcess])
+//     each run such a relay instead, started together once all are
+//     connected, and the clock runs until a query every 10 ms finds no
+//     entry pending or running.
 //   - steady: Config.Producers goroutines share an open-loop schedule of
 //     Config.Rate transactions a second for Config.Duration, each inserting
 //     a domain row and enqueueing one entry, while a relay runs; the

@@ -15,7 +15,8 @@ import (
 const rssInterval = 50 * time.Millisecond
 
 // drain writes Entries pending entries untimed, then times one relay with
-// the default configuration emptying them.
+// the default configuration emptying them, or with Config.Processes that
+// many relay processes.
 func (r *Runner) drain(ctx context.Context) (Result, error) {
 	n := r.cfg.Entries
 	if err := r.clean(ctx); err != nil {
@@ -26,6 +27,9 @@ func (r *Runner) drain(ctx context.Context) (Result, error) {
 	}
 	if err := r.settle(ctx); err != nil {
 		return Result{}, err
+	}
+	if r.cfg.Processes > 0 {
+		return r.drainProcesses(ctx, n)
 	}
 	r.log.Info("bench: drain: relay started", "entries", n)
 
@@ -53,6 +57,7 @@ func (r *Runner) drain(ctx context.Context) (Result, error) {
 	var res Result
 	res.setting("entries", float64(n), 0)
 	r.relaySettings(&res)
+	res.setting("processes", 0, 0)
 	res.measure("seconds", elapsed.Seconds(), 3)
 	res.measure("per_sec", float64(n)/elapsed.Seconds(), 1)
 	if havePeak {
@@ -106,13 +111,20 @@ func (s *rssSampler) stop() (int64, bool) {
 
 // readRSS returns the process's resident set size in bytes.
 func readRSS() (int64, bool) {
-	b, err := os.ReadFile("/proc/self/status")
+	kb, ok := readStatusKB("/proc/self/status", "VmRSS:")
+	return kb << 10, ok
+}
+
+// readStatusKB returns the value of field, a size in kB such as "VmRSS:",
+// in the /proc status file at path.
+func readStatusKB(path, field string) (int64, bool) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, false
 	}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
-		rest, ok := bytes.CutPrefix(sc.Bytes(), []byte("VmRSS:"))
+		rest, ok := bytes.CutPrefix(sc.Bytes(), []byte(field))
 		if !ok {
 			continue
 		}
@@ -124,7 +136,7 @@ func readRSS() (int64, bool) {
 		if err != nil {
 			return 0, false
 		}
-		return kb << 10, true
+		return kb, true
 	}
 	return 0, false
 }
