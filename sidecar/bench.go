@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"runtime/pprof"
@@ -30,7 +31,7 @@ const maxBenchRuns = 1000
 var benchFlagNames = map[string]string{
 	"Entries": "--entries", "Rate": "--rate", "Producers": "--producers", "Duration": "--duration",
 	"Workers": "--workers", "ClaimBatch": "--claim-batch", "CompleteBatch": "--complete-batch",
-	"Backlog": "--backlog",
+	"Backlog": "--backlog", "Processes": "--processes",
 }
 
 func runBench(ctx context.Context, o *Options, args []string) int {
@@ -40,7 +41,8 @@ func runBench(ctx context.Context, o *Options, args []string) int {
 		"bench --json drain raw",
 		"bench --runs 5 --json steady --rate 2000 --duration 30s",
 		"bench steady --backlog 1000000          # steady load on a table that just drained a million entries",
-		"bench --existing --database-url postgres://app@db/staging drain")
+		"bench --existing --database-url postgres://app@db/staging drain",
+		"bench --json --processes 4 drain        # four relay processes drain the backlog")
 	dbURL := dbFlag(o, fs)
 	def := bench.DefaultConfig()
 	existing := fs.Bool("existing", false, "use the database in the URL as it is (migrated up, not dropped; only the bench's own rows are touched) instead of a scratch database on its server")
@@ -53,6 +55,7 @@ func runBench(ctx context.Context, o *Options, args []string) int {
 	completeBatch := fs.Int("complete-batch", 0, "relay CompleteBatchSize (0: the relay's default, 500)")
 	backlog := fs.Int("backlog", 0, "steady: first write and drain this many entries, then offer the load")
 	chosenKeys := fs.Bool("chosen-keys", false, "drain, raw: backlog entries carry producer-chosen keys (processed keys probed and recorded) instead of generated ones")
+	processes := fs.Int("processes", 0, "drain: run the relays in this many child processes of this program (0: one relay inside the bench process)")
 	runs := fs.Int("runs", 1, "run each scenario this many times; above 1, print a median, min and max summary")
 	asJSON := fs.Bool("json", false, "print one JSON object per scenario run (and summary) on its own line")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench process to this file")
@@ -82,7 +85,7 @@ func runBench(ctx context.Context, o *Options, args []string) int {
 	cfg := bench.Config{
 		Entries: *entries, Rate: *rate, Producers: *producers, Duration: *duration,
 		Workers: *workers, ClaimBatch: *claimBatch, CompleteBatch: *completeBatch,
-		Backlog: *backlog, Existing: *existing, ChosenKeys: *chosenKeys,
+		Backlog: *backlog, Existing: *existing, ChosenKeys: *chosenKeys, Processes: *processes,
 	}
 	if err := cfg.Validate(); err != nil {
 		var ce *bench.ConfigError
@@ -116,14 +119,7 @@ func runBench(ctx context.Context, o *Options, args []string) int {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(o.Stderr, &slog.HandlerOptions{
-		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-			if len(groups) == 0 && a.Key == slog.TimeKey {
-				return slog.Attr{}
-			}
-			return a
-		},
-	}))
+	cfg.Logger = benchLogger(o.Stderr, slog.LevelInfo)
 
 	b := &benchCmd{o: o, cfg: cfg, scenarios: chosen, runs: *runs, json: *asJSON}
 	var err error
@@ -145,6 +141,19 @@ func runBench(ctx context.Context, o *Options, args []string) int {
 		return fail(o, err)
 	}
 	return ExitOK
+}
+
+// benchLogger logs text records from level up to w, without times.
+func benchLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{
+		Level: level,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
 }
 
 // hostPort names the server of c for messages, without credentials.
@@ -228,4 +237,55 @@ func (b *benchCmd) run(ctx context.Context, poolCfg *pgxpool.Config) (err error)
 		}
 	}
 	return nil
+}
+
+// runBenchRelay is the hidden command bench.RelayProcessCommand: one relay
+// process of `bench --processes N drain`, started by the bench process,
+// which talks to it through its standard input and output (see
+// bench.RunRelayProcess). It logs warnings and errors to standard error.
+func runBenchRelay(ctx context.Context, o *Options, args []string) int {
+	fs := newFlags(o, bench.RelayProcessCommand, bench.RelayProcessCommand+" [flags]  (started by bench --processes; not for direct use)")
+	dbURL := dbFlag(o, fs)
+	database := fs.String("database", "", "database to work in, instead of the URL's")
+	workers := fs.Int("workers", 0, "relay MaxWorkers of the default queue (0: the relay's default)")
+	claimBatch := fs.Int("claim-batch", 0, "relay ClaimBatchSize (0: the relay's default)")
+	completeBatch := fs.Int("complete-batch", 0, "relay CompleteBatchSize (0: the relay's default)")
+	if code, done := parse(fs, args); done {
+		return code
+	}
+	usageErr := func(format string, args ...any) int {
+		fmt.Fprintf(o.Stderr, "%s %s: "+format+"\n", append([]any{o.Name, bench.RelayProcessCommand}, args...)...)
+		return ExitUsage
+	}
+	if fs.NArg() > 0 {
+		return usageErr("unexpected argument %q", fs.Arg(0))
+	}
+	cfg := bench.DefaultConfig()
+	cfg.Workers, cfg.ClaimBatch, cfg.CompleteBatch = *workers, *claimBatch, *completeBatch
+	if err := cfg.Validate(); err != nil {
+		var ce *bench.ConfigError
+		if errors.As(err, &ce) {
+			return usageErr("%s %s", benchFlagNames[ce.Field], ce.Reason)
+		}
+		return usageErr("%v", err)
+	}
+	url := *dbURL
+	if url == "" {
+		url = o.Getenv("DATABASE_URL")
+	}
+	if url == "" {
+		return usageErr("no database: pass --database-url or set DATABASE_URL")
+	}
+	poolCfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return usageErr("--database-url: %v", err)
+	}
+	if *database != "" {
+		poolCfg.ConnConfig.Database = *database
+	}
+	cfg.Logger = benchLogger(o.Stderr, slog.LevelWarn)
+	if err := bench.RunRelayProcess(ctx, poolCfg, cfg, os.Stdin, o.Stdout); err != nil {
+		return fail(o, err)
+	}
+	return ExitOK
 }

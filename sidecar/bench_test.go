@@ -5,18 +5,34 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/txoutbox/txoutbox/internal/bench"
 	"github.com/txoutbox/txoutbox/outbox"
 	"github.com/txoutbox/txoutbox/outbox/outboxtest"
 	"github.com/txoutbox/txoutbox/sidecar"
 )
+
+// The relay processes of bench --processes run this program's executable,
+// which under test is the test binary: it hands the hidden subcommand to
+// sidecar.Main, as cmd/txoutbox does, with the same signal handling.
+func init() {
+	if len(os.Args) < 2 || os.Args[1] != bench.RelayProcessCommand {
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	code := sidecar.Main(ctx, os.Args[1:], sidecar.Options{})
+	stop()
+	os.Exit(code)
+}
 
 // The bench tests run every scenario at toy sizes against a real database
 // and check what the command prints and leaves behind. They make no timing
@@ -285,6 +301,8 @@ func TestBenchUsageErrors(t *testing.T) {
 		{[]string{"--claim-batch", "1001"}, "--claim-batch"},
 		{[]string{"--complete-batch", "-3"}, "--complete-batch"},
 		{[]string{"--backlog", "-1"}, "--backlog"},
+		{[]string{"--processes", "-1"}, "--processes"},
+		{[]string{"--processes", "65"}, "--processes"},
 		{[]string{"--runs", "0"}, "--runs"},
 		{[]string{"frobnicate"}, "unknown scenario"},
 		{[]string{"drain", "drain"}, "twice"},
@@ -305,5 +323,134 @@ func TestBenchUsageErrors(t *testing.T) {
 	// An unreachable server is a failure, not a usage error.
 	if code, _, errOut := benchEnv(t, context.Background(), env, "drain"); code != sidecar.ExitFailure {
 		t.Errorf("unreachable server: exit %d, stderr %q; want 1", code, errOut)
+	}
+}
+
+// requireNoRelayProcess fails if a relay process of the scratch database
+// named in stderr is still running, or exited and was not waited for.
+// Without /proc it checks nothing.
+func requireNoRelayProcess(t *testing.T, stderr string) {
+	t.Helper()
+	m := scratchName.FindStringSubmatch(stderr)
+	if m == nil {
+		t.Fatalf("stderr names no scratch database: %q", stderr)
+	}
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, path := range cmdlines {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) > 1 && args[1] == bench.RelayProcessCommand && strings.Contains(string(b), "\x00"+m[1]+"\x00") {
+			t.Errorf("relay process %s of %s is left: %q", filepath.Base(filepath.Dir(path)), m[1], args)
+		}
+	}
+}
+
+// TestBenchDrainProcesses runs the drain scenario with two relay processes
+// to the end, and again interrupted while they drain: either way no relay
+// process outlives the command.
+func TestBenchDrainProcesses(t *testing.T) {
+	t.Parallel()
+	admin := outboxtest.AdminURL(t)
+
+	t.Run("complete", func(t *testing.T) {
+		code, out, errOut := benchCLI(t, context.Background(), "drain", "--json", "--processes", "2",
+			"--entries", "2000", "--workers", "50", "--database-url", admin)
+		if code != sidecar.ExitOK {
+			t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+		}
+		lines := jsonLines(t, out)
+		if len(lines) != 1 || lines[0]["scenario"] != "drain" {
+			t.Fatalf("output: %s", out)
+		}
+		drain := lines[0]
+		requireValue(t, drain, "processes", 2)
+		requireValue(t, drain, "entries", 2000)
+		requireValue(t, drain, "workers", 50)
+		requireValue(t, drain, "claim_batch", 100)
+		requireValue(t, drain, "reclaimed", 0)
+		requireFields(t, drain, "seconds", "per_sec")
+		if _, err := os.Stat("/proc/self/status"); err == nil {
+			requireFields(t, drain, "rss_peak_mb")
+		}
+		if v, _ := drain["per_sec"].(float64); v <= 0 {
+			t.Errorf("per_sec %v", v)
+		}
+		if _, ok := drain["unexpected_events"]; ok {
+			t.Errorf("unexpected_events, which the relay processes do not report: %s", out)
+		}
+		// The scenario itself fails unless every entry ended done.
+		if strings.Contains(errOut, "relay process") && strings.Contains(errOut, "level=WARN") {
+			t.Errorf("the relay processes warned or wrote unexpected output:\n%s", errOut)
+		}
+		requireNoRelayProcess(t, errOut)
+		requireDropped(t, admin, errOut)
+	})
+
+	t.Run("interrupted", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var out bytes.Buffer
+		var errOut syncBuffer
+		done := make(chan int)
+		go func() {
+			done <- sidecar.Main(ctx, []string{"bench", "drain", "--processes", "2", "--entries", "20000",
+				"--database-url", admin}, sidecar.Options{Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" }})
+		}()
+		var code int
+		deadline := time.After(time.Minute)
+	wait:
+		for {
+			select {
+			case code = <-done:
+				t.Fatalf("finished before the relay processes were ready: exit %d\nstderr: %s", code, errOut.String())
+			case <-deadline:
+				t.Fatalf("the relay processes were not ready in a minute:\n%s", errOut.String())
+			case <-time.After(5 * time.Millisecond):
+				if strings.Contains(errOut.String(), "relay processes ready") {
+					cancel()
+					break wait
+				}
+			}
+		}
+		select {
+		case code = <-done:
+		case <-time.After(time.Minute):
+			t.Fatalf("the command did not return a minute after the interrupt:\n%s", errOut.String())
+		}
+		if code != sidecar.ExitFailure || !strings.Contains(errOut.String(), "interrupted") {
+			t.Fatalf("exit %d, want 1 and a word about the interruption\nstdout: %s\nstderr: %s", code, out.String(), errOut.String())
+		}
+		requireNoRelayProcess(t, errOut.String())
+		requireDropped(t, admin, errOut.String())
+	})
+}
+
+func TestBenchRelayProcessCommand(t *testing.T) {
+	t.Parallel()
+	var help bytes.Buffer
+	sidecar.Main(context.Background(), []string{"--help"}, sidecar.Options{Stdout: &help})
+	if strings.Contains(help.String(), bench.RelayProcessCommand) {
+		t.Errorf("help lists the hidden %s command:\n%s", bench.RelayProcessCommand, help.String())
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "no database"},
+		{[]string{"--claim-batch", "5000", "--database-url", "postgres://127.0.0.1:1/none"}, "--claim-batch"},
+		{[]string{"--database-url", "postgres://%zz"}, "--database-url"},
+		{[]string{"extra"}, "unexpected argument"},
+	} {
+		var out, errOut bytes.Buffer
+		code := sidecar.Main(context.Background(), append([]string{bench.RelayProcessCommand}, tc.args...), sidecar.Options{
+			Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" },
+		})
+		if code != sidecar.ExitUsage || !strings.Contains(errOut.String(), tc.want) || out.Len() != 0 {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want 2, nothing on stdout and a message naming %s",
+				tc.args, code, out.String(), errOut.String(), tc.want)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/txoutbox/txoutbox/internal/bench"
 	"github.com/txoutbox/txoutbox/relay"
 	"github.com/txoutbox/txoutbox/schedule"
 )
@@ -93,6 +94,14 @@ func commands() []command {
 	}
 }
 
+// hiddenCommands are commands that Main runs but help does not list: the
+// internals of other commands.
+func hiddenCommands() []command {
+	return []command{
+		{bench.RelayProcessCommand, "one relay process of bench --processes", runBenchRelay},
+	}
+}
+
 // Main runs the command line in args (without the program name) and
 // returns the exit code: ExitOK, ExitFailure or ExitUsage. Cancel ctx to
 // stop a running relay gracefully. It never calls os.Exit.
@@ -105,7 +114,7 @@ func Main(ctx context.Context, args []string, opts Options) int {
 		}
 		return ExitOK
 	}
-	for _, c := range commands() {
+	for _, c := range append(commands(), hiddenCommands()...) {
 		if c.name == args[0] {
 			return c.run(ctx, &opts, args[1:])
 		}
