@@ -245,7 +245,7 @@ func (o *benchObserver) Observe(e relay.Event) {
 		}
 	case relay.EventListenerUp:
 		o.upOnce.Do(func() { close(o.listenerUp) })
-	case relay.EventStarted, relay.EventListenerDown, relay.EventDeleted, relay.EventUnhandled, relay.EventOutcomesWritten:
+	case relay.EventStarted, relay.EventListenerDown, relay.EventDeleted, relay.EventUnhandled, relay.EventOutcomesWritten, relay.EventVacuumed:
 	default:
 		o.other.Add(1)
 	}

@@ -114,6 +114,19 @@ type Config struct {
 	// a run deletes at most 100 batches per table. Default 1,000.
 	RetentionBatchSize int
 
+	// VacuumThreshold makes the relay VACUUM outbox_entries itself once the
+	// table holds this many dead row versions (and at least a tenth as many
+	// as live rows), checked every 5s (or RescueInterval, if shorter); one
+	// relay at a time does it. Every
+	// claim and completion leaves a dead version behind, and until VACUUM
+	// removes them each claim walks past those of its queue's oldest
+	// entries: after a backlog of 1,000,000 entries, a claim read 187,000
+	// buffers instead of 140. Autovacuum does the same job when it keeps up;
+	// this covers servers where it is off or lags behind a burst. Needs the
+	// table's owner (otherwise the relay logs once and leaves it to
+	// autovacuum). Default 100,000; negative disables.
+	VacuumThreshold int
+
 	// ID names this relay in lease_owner and logs. Default host-pid-random.
 	ID string
 
@@ -239,6 +252,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.OrderingDeadPolicy != OrderingSkipDead && c.OrderingDeadPolicy != OrderingBlockOnDead {
 		return c, configErr("OrderingDeadPolicy", "unknown policy %d", c.OrderingDeadPolicy)
+	}
+	if c.VacuumThreshold == 0 {
+		c.VacuumThreshold = 100_000
 	}
 	if c.RetryPolicy == nil {
 		c.RetryPolicy = ExponentialRetry{}

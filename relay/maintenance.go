@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/txoutbox/txoutbox/internal/store"
@@ -26,11 +27,31 @@ func (r *Relay) maintenanceLoop(ctx context.Context) {
 	}
 	unhandled := time.NewTicker(unhandledEvery)
 	defer unhandled.Stop()
-	r.rescue(ctx) // entries orphaned by a crash before this start
+	var vacuumCheck <-chan time.Time
+	if r.cfg.VacuumThreshold > 0 {
+		t := time.NewTicker(min(vacuumCheckInterval, r.cfg.RescueInterval))
+		defer t.Stop()
+		vacuumCheck = t.C
+	}
+	var vacuuming sync.WaitGroup
+	defer vacuuming.Wait()
+	vacuumBusy := false
+	vacuumDone := make(chan bool, 1) // false: stop checking (not permitted)
+	r.rescue(ctx)                    // entries orphaned by a crash before this start
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case keep := <-vacuumDone:
+			vacuumBusy = false
+			if !keep {
+				vacuumCheck = nil
+			}
+		case <-vacuumCheck:
+			if !vacuumBusy {
+				vacuumBusy = true
+				vacuuming.Go(func() { vacuumDone <- r.maybeVacuum(ctx) })
+			}
 		case <-rescue.C:
 			r.rescue(ctx)
 		case <-retention:
@@ -39,6 +60,46 @@ func (r *Relay) maintenanceLoop(ctx context.Context) {
 			r.reportUnhandled(ctx)
 		}
 	}
+}
+
+// vacuumCheckInterval is how often, at most, a relay reads outbox_entries'
+// dead row count (Config.VacuumThreshold); RescueInterval if shorter.
+const vacuumCheckInterval = 5 * time.Second
+
+// maybeVacuum vacuums outbox_entries when it holds more dead row versions
+// than VacuumThreshold and a tenth of its live rows. It returns false when
+// the relay may not vacuum the table, so that it stops checking.
+func (r *Relay) maybeVacuum(ctx context.Context) bool {
+	h, err := store.ReadTableHealth(ctx, r.pool)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Debug("txoutbox: reading table statistics failed", "error", err)
+		}
+		return true
+	}
+	if h.Dead < int64(r.cfg.VacuumThreshold) || h.Dead < h.Live/10 {
+		return true
+	}
+	if !h.MayVacuum {
+		r.log.Info("txoutbox: outbox_entries has many dead row versions, but this role may not VACUUM it; autovacuum must keep up",
+			"dead", h.Dead, "live", h.Live)
+		return false
+	}
+	start := time.Now()
+	ran, err := store.Vacuum(ctx, r.pool)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.observe(Event{Kind: EventError, Err: err})
+			r.log.Warn("txoutbox: vacuuming outbox_entries failed", "error", err)
+		}
+		return true
+	}
+	if ran {
+		d := time.Since(start)
+		r.observe(Event{Kind: EventVacuumed, Count: int(h.Dead), Duration: d})
+		r.log.Info("txoutbox: vacuumed outbox_entries", "dead_before", h.Dead, "live", h.Live, "took", d)
+	}
+	return true
 }
 
 func (r *Relay) rescue(ctx context.Context) {

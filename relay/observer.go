@@ -42,6 +42,9 @@ const (
 	EventError
 	// EventOutcomesWritten: one completion statement wrote Count outcomes.
 	EventOutcomesWritten
+	// EventVacuumed: this relay vacuumed outbox_entries, which held Count
+	// dead row versions, in Duration (Config.VacuumThreshold).
+	EventVacuumed
 )
 
 var eventNames = map[EventKind]string{
@@ -49,7 +52,7 @@ var eventNames = map[EventKind]string{
 	EventRetry: "retry", EventDead: "dead", EventHandedBack: "handed_back", EventFenced: "fenced",
 	EventLeaseLost: "lease_lost", EventRescued: "rescued", EventDeleted: "deleted",
 	EventUnhandled: "unhandled", EventListenerUp: "listener_up", EventListenerDown: "listener_down",
-	EventError: "error", EventOutcomesWritten: "outcomes_written",
+	EventError: "error", EventOutcomesWritten: "outcomes_written", EventVacuumed: "vacuumed",
 }
 
 // String returns the event's name, e.g. "done".
@@ -69,7 +72,7 @@ type Event struct {
 	EntryID  int64
 	Attempt  int           // attempt counted against the limit
 	Count    int           // batch or row count
-	Duration time.Duration // handler run time
+	Duration time.Duration // handler run time; with EventVacuumed, the VACUUM's
 	RetryIn  time.Duration // with EventRetry
 	Err      error
 }

@@ -63,6 +63,7 @@ type RelayConfig struct {
 	DeadRetention         Duration               `json:"dead_retention"`
 	ProcessedKeyRetention Duration               `json:"processed_key_retention"`
 	RetentionBatchSize    int                    `json:"retention_batch_size"`
+	VacuumThreshold       int                    `json:"vacuum_threshold"`
 	MaxPayloadBytes       int                    `json:"max_payload_bytes"`
 	OrderingBlockOnDead   bool                   `json:"ordering_block_on_dead"`
 	ID                    string                 `json:"id"`
@@ -231,6 +232,7 @@ func (c RelayConfig) relayConfig() relay.Config {
 		DeadRetention:         time.Duration(c.DeadRetention),
 		ProcessedKeyRetention: time.Duration(c.ProcessedKeyRetention),
 		RetentionBatchSize:    c.RetentionBatchSize,
+		VacuumThreshold:       c.VacuumThreshold,
 		MaxPayloadBytes:       c.MaxPayloadBytes,
 		ID:                    c.ID,
 	}

@@ -23,6 +23,7 @@ type metrics struct {
 	rescued   prometheus.Counter
 	errors    prometheus.Counter
 	listener  prometheus.Gauge
+	vacuums   prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, pool func() *pgxpool.Pool) *metrics {
@@ -62,8 +63,13 @@ func newMetrics(reg prometheus.Registerer, pool func() *pgxpool.Pool) *metrics {
 		listener: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "txoutbox_listener_connected", Help: "1 while the LISTEN connection is up.",
 		}),
+		vacuums: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "txoutbox_vacuum_duration_seconds",
+			Help:    "VACUUMs of outbox_entries this relay ran (relay.vacuum_threshold), by duration.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 8),
+		}),
 	}
-	reg.MustRegister(m.outcomes, m.attempts, m.duration, m.claims, m.completes, m.leaseLost, m.rescued, m.errors, m.listener,
+	reg.MustRegister(m.outcomes, m.attempts, m.duration, m.claims, m.completes, m.leaseLost, m.rescued, m.errors, m.listener, m.vacuums,
 		&tableCollector{pool: pool})
 	return m
 }
@@ -94,6 +100,8 @@ func (m *metrics) Observe(e relay.Event) {
 		m.listener.Set(1)
 	case relay.EventListenerDown:
 		m.listener.Set(0)
+	case relay.EventVacuumed:
+		m.vacuums.Observe(e.Duration.Seconds())
 	}
 }
 

@@ -245,6 +245,26 @@ WHERE q.queue IS NOT NULL
 GROUP BY s.topic, s.queue
 ORDER BY s.topic, s.queue`
 
+// sqlTableHealth reads the statistics system's live and dead row versions
+// of outbox_entries, and whether the current role may VACUUM it (its owner,
+// a member of the owning role, or a superuser).
+const sqlTableHealth = `
+SELECT coalesce(s.n_dead_tup, 0), coalesce(s.n_live_tup, 0),
+	pg_has_role(c.relowner, 'USAGE') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.oid = 'outbox_entries'::regclass`
+
+// sqlTryVacuumLock takes the session advisory lock that lets one relay at a
+// time vacuum outbox_entries. Key spaces: 7310531 is the schema's
+// notification lock (version 4), 7310532 the relays'.
+const sqlTryVacuumLock = `SELECT pg_try_advisory_lock(7310532, 1)`
+const sqlVacuumUnlock = `SELECT pg_advisory_unlock(7310532, 1)`
+
+// sqlVacuum removes dead row versions and their index entries: the claim
+// index keeps one for every entry claimed until VACUUM, and every claim
+// walks past those of its queue's oldest entries.
+const sqlVacuum = `VACUUM (INDEX_CLEANUP ON) outbox_entries`
+
 // sqlCheckSchema fails with undefined_table or undefined_column when the
 // migrations the relay needs (up to version 3) have not run.
 const sqlCheckSchema = `SELECT count(*) FROM (SELECT key_generated FROM outbox_entries LIMIT 0) a, (SELECT 1 FROM outbox_processed_keys LIMIT 0) b`

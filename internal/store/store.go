@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // DBTX is what the store needs from a pool, a connection or a transaction.
@@ -340,4 +341,49 @@ func CheckSchema(ctx context.Context, db DBTX) error {
 		return fmt.Errorf("check schema: %w", err)
 	}
 	return nil
+}
+
+// TableHealth is what decides whether a relay vacuums outbox_entries.
+type TableHealth struct {
+	Dead, Live int64 // pg_stat_user_tables.n_dead_tup, n_live_tup
+	MayVacuum  bool  // the current role owns the table or is superuser
+}
+
+// ReadTableHealth reads outbox_entries' row statistics.
+func ReadTableHealth(ctx context.Context, db DBTX) (TableHealth, error) {
+	var h TableHealth
+	if err := db.QueryRow(ctx, sqlTableHealth).Scan(&h.Dead, &h.Live, &h.MayVacuum); err != nil {
+		return h, fmt.Errorf("read table statistics: %w", err)
+	}
+	return h, nil
+}
+
+// Vacuum runs VACUUM on outbox_entries on one connection of pool, unless
+// another relay holds the vacuum lock; ran reports whether it did.
+func Vacuum(ctx context.Context, pool *pgxpool.Pool) (ran bool, err error) {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return false, fmt.Errorf("vacuum: %w", err)
+	}
+	defer conn.Release()
+	var locked bool
+	if err := conn.QueryRow(ctx, sqlTryVacuumLock).Scan(&locked); err != nil {
+		return false, fmt.Errorf("vacuum lock: %w", err)
+	}
+	if !locked {
+		return false, nil
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, uerr := conn.Exec(uctx, sqlVacuumUnlock); uerr != nil {
+			// The lock dies with the session: close it rather than return
+			// a connection that still holds it to the pool.
+			_ = conn.Conn().Close(uctx)
+		}
+	}()
+	if _, err := conn.Exec(ctx, sqlVacuum); err != nil {
+		return false, fmt.Errorf("vacuum: %w", err)
+	}
+	return true, nil
 }

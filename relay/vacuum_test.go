@@ -1,0 +1,105 @@
+package relay_test
+
+import (
+	"context"
+	"net/url"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/txoutbox/txoutbox/outbox"
+	"github.com/txoutbox/txoutbox/outbox/outboxtest"
+	"github.com/txoutbox/txoutbox/relay"
+)
+
+// Past VacuumThreshold dead row versions, a relay vacuums outbox_entries
+// itself, and the claim index loses the entries of claimed rows.
+func TestRelayVacuumsPastTheThreshold(t *testing.T) {
+	t.Parallel()
+	db := outboxtest.New(t)
+	ctx := context.Background()
+	ev := newEvents()
+	h := relay.NewHandlers()
+	relay.Handle(h, func(context.Context, *relay.Entry[ping]) error { return nil })
+	cfg := fastConfig(h, ev)
+	cfg.VacuumThreshold = 100
+	startRelay(t, db.Pool, cfg)
+
+	items := make([]outbox.Item, 300)
+	for i := range items {
+		items[i] = outbox.NewItem(ping{N: i})
+	}
+	res, err := outbox.EnqueueBatch(ctx, db.Pool, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		ev.wait(t, entryKind(r.ID, relay.EventDone))
+	}
+	v := ev.wait(t, kindIs(relay.EventVacuumed))
+	if v.Count < 100 || v.Duration <= 0 {
+		t.Fatalf("vacuum event %+v; want at least 100 dead row versions and a duration", v)
+	}
+	if !scalar[bool](t, db.Pool, `SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'outbox_entries'`) {
+		t.Fatal("pg_stat_user_tables shows no vacuum of outbox_entries")
+	}
+}
+
+// A role that does not own the table is not allowed to vacuum it: the
+// relay says so once and goes on relaying.
+func TestRelayLeavesVacuumToAutovacuumWithoutOwnership(t *testing.T) {
+	t.Parallel()
+	db := outboxtest.New(t)
+	ctx := context.Background()
+	role := "txoutbox_relay_" + db.Name[len(db.Name)-8:]
+	for _, q := range []string{
+		`CREATE ROLE ` + role + ` LOGIN`,
+		`GRANT USAGE ON SCHEMA public TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ` + role,
+		`GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO ` + role,
+	} {
+		if _, err := db.Pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = db.Pool.Exec(context.Background(), `DROP OWNED BY `+role)
+		_, _ = db.Pool.Exec(context.Background(), `DROP ROLE `+role)
+	})
+	u, err := url.Parse(db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	pool, err := pgxpool.New(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+
+	ev := newEvents()
+	h := relay.NewHandlers()
+	relay.Handle(h, func(context.Context, *relay.Entry[ping]) error { return nil })
+	cfg := fastConfig(h, ev)
+	cfg.VacuumThreshold = 100
+	logs := &logBuffer{}
+	cfg.Logger = logs.logger()
+	startRelay(t, pool, cfg)
+	items := make([]outbox.Item, 300)
+	for i := range items {
+		items[i] = outbox.NewItem(ping{N: i})
+	}
+	res, err := outbox.EnqueueBatch(ctx, db.Pool, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		ev.wait(t, entryKind(r.ID, relay.EventDone))
+	}
+	waitUntil(t, "the relay's note that it may not vacuum", func() bool {
+		return logs.contains("may not VACUUM")
+	})
+	if n := ev.count(relay.EventVacuumed); n != 0 {
+		t.Fatalf("%d vacuums by a role that does not own the table", n)
+	}
+}
