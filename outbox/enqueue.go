@@ -86,16 +86,17 @@ func EnqueueBatch(ctx context.Context, q Querier, items []Item) ([]Enqueued, err
 
 // row is one validated, encoded entry ready to insert.
 type row struct {
-	topic       string
-	payload     []byte
-	key         *string
-	orderingKey *string
-	queue       string
-	priority    int16
-	maxAttempts int32
-	runAt       *time.Time
-	delayMicros int64
-	headers     []byte
+	topic        string
+	payload      []byte
+	key          *string
+	keyGenerated bool // key made by generateKey: no producer chose it
+	orderingKey  *string
+	queue        string
+	priority     int16
+	maxAttempts  int32
+	runAt        *time.Time
+	delayMicros  int64
+	headers      []byte
 }
 
 // contextHeaders returns p.Headers(ctx), or nil without a Headers hook.
@@ -145,6 +146,9 @@ func (p Producer) prepare(msg Message, ctxHeaders map[string]string, opts []Opti
 			return row{}, err
 		}
 		r.key = &o.key
+	} else {
+		k := generateKey()
+		r.key, r.keyGenerated = &k, true
 	}
 	if o.orderingKey != "" {
 		if err := checkName("ordering key", o.orderingKey, MaxKeyLen); err != nil {
@@ -269,7 +273,7 @@ func (p Producer) Enqueue(ctx context.Context, q Querier, msg Message, opts ...O
 	var dup *bool
 	err = q.QueryRow(ctx, sqlInsertOne,
 		r.topic, string(r.payload), r.key, r.orderingKey, r.queue, r.priority,
-		r.maxAttempts, r.runAt, r.delayMicros, string(r.headers),
+		r.maxAttempts, r.runAt, r.delayMicros, string(r.headers), r.keyGenerated,
 	).Scan(&id, &dup)
 	if err != nil {
 		return Enqueued{}, wrapDBError("enqueue", err)
@@ -280,7 +284,7 @@ func (p Producer) Enqueue(ctx context.Context, q Querier, msg Message, opts ...O
 	}
 	// The conflicting entry committed while this statement ran, after its
 	// snapshot was taken: read it with a fresh statement.
-	if r.key == nil {
+	if r.keyGenerated {
 		return Enqueued{}, fmt.Errorf("outbox: enqueue: topic %q: generated key collided; retry", r.topic)
 	}
 	if err := q.QueryRow(ctx, sqlSelectIDByKey, r.topic, *r.key).Scan(&res.ID); err != nil {
@@ -316,6 +320,7 @@ func (p Producer) EnqueueBatch(ctx context.Context, q Querier, items []Item) ([]
 		runAts   = make([]*time.Time, n)
 		delays   = make([]int64, n)
 		headers  = make([]string, n)
+		genKeys  = make([]bool, n)
 	)
 	ctxHeaders := p.contextHeaders(ctx)
 	for i, it := range items {
@@ -325,11 +330,11 @@ func (p Producer) EnqueueBatch(ctx context.Context, q Querier, items []Item) ([]
 		}
 		topics[i], payloads[i], keys[i], okeys[i] = r.topic, string(r.payload), r.key, r.orderingKey
 		queues[i], prios[i], maxes[i] = r.queue, r.priority, r.maxAttempts
-		runAts[i], delays[i], headers[i] = r.runAt, r.delayMicros, string(r.headers)
+		runAts[i], delays[i], headers[i], genKeys[i] = r.runAt, r.delayMicros, string(r.headers), r.keyGenerated
 	}
 	var out []byte
 	err := q.QueryRow(ctx, sqlInsertBatch,
-		topics, payloads, keys, okeys, queues, prios, maxes, runAts, delays, headers,
+		topics, payloads, keys, okeys, queues, prios, maxes, runAts, delays, headers, genKeys,
 	).Scan(&out)
 	if err != nil {
 		return nil, wrapDBError("enqueue batch", err)
