@@ -265,6 +265,13 @@ const sqlVacuumUnlock = `SELECT pg_advisory_unlock(7310532, 1)`
 // walks past those of its queue's oldest entries.
 const sqlVacuum = `VACUUM (INDEX_CLEANUP ON) outbox_entries`
 
+// sqlVacuumThrottle and sqlVacuumUnthrottle wrap sqlVacuum in autovacuum's
+// default cost-based delay, on the session that runs it.
+const (
+	sqlVacuumThrottle   = `SET vacuum_cost_delay = '2ms'`
+	sqlVacuumUnthrottle = `RESET vacuum_cost_delay`
+)
+
 // sqlCheckSchema fails with undefined_table or undefined_column when the
 // migrations the relay needs (up to version 3) have not run.
 const sqlCheckSchema = `SELECT count(*) FROM (SELECT key_generated FROM outbox_entries LIMIT 0) a, (SELECT 1 FROM outbox_processed_keys LIMIT 0) b`

@@ -382,6 +382,19 @@ func Vacuum(ctx context.Context, pool *pgxpool.Pool) (ran bool, err error) {
 			_ = conn.Conn().Close(uctx)
 		}
 	}()
+	// Throttled like autovacuum (vacuum_cost_delay 2ms): an unthrottled
+	// VACUUM of a large table took the CPU from claims for long enough to
+	// show as 170 ms commit-to-start latencies.
+	if _, err := conn.Exec(ctx, sqlVacuumThrottle); err != nil {
+		return false, fmt.Errorf("vacuum: %w", err)
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, rerr := conn.Exec(rctx, sqlVacuumUnthrottle); rerr != nil {
+			_ = conn.Conn().Close(rctx)
+		}
+	}()
 	if _, err := conn.Exec(ctx, sqlVacuum); err != nil {
 		return false, fmt.Errorf("vacuum: %w", err)
 	}
