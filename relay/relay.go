@@ -41,9 +41,9 @@ type Relay struct {
 	completions   chan completion
 	completerDone chan struct{}
 	inflight      sync.WaitGroup
-	// writeMu keeps lease renewal apart from outcome writes (which may run
-	// side by side): a renewal never sees an entry settled under it.
-	writeMu sync.RWMutex
+	// writeMu keeps lease renewal apart from outcome writes: a renewal
+	// never sees an entry settled under it.
+	writeMu sync.Mutex
 }
 
 // queue is one queue's worker pool and wake-up signals.
@@ -76,9 +76,15 @@ type job struct {
 // their grown stacks; a goroutine per entry paid for growing one each time.
 func (r *Relay) work(q *queue) {
 	for j := range q.jobs {
-		if j.handBack || r.stopping.Load() { // not started: give it back
+		switch {
+		case j.handBack || r.stopping.Load(): // not started: give it back
 			r.handBack(q, j.claimed, j.lease)
-		} else {
+		case j.lease.ctx.Err() != nil:
+			// Lost while it waited for a worker (claimed ahead behind a
+			// slow handler): another relay may be running it now.
+			r.leases.remove(j.lease)
+			r.release(q)
+		default:
 			r.execute(q, j.claimed, j.lease)
 		}
 	}
@@ -93,8 +99,9 @@ func (q *queue) signal(ch chan struct{}) {
 
 // New validates cfg and returns a relay over pool. The pool should allow
 // a few connections more than the relay uses at once: one per queue's claim
-// loop, two for outcome writes and one for renewals, one for maintenance, and one per
-// transactional handler running; LISTEN uses its own connection.
+// loop, one for outcome writes and renewals, two for maintenance (one while
+// it vacuums), and one per transactional handler running; LISTEN uses its
+// own connection.
 func New(pool *pgxpool.Pool, cfg Config) (*Relay, error) {
 	if pool == nil {
 		return nil, configErr("pool", "nil *pgxpool.Pool")
@@ -193,6 +200,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		return ErrAlreadyRunning
 	}
 	defer r.running.Store(false)
+	r.stopping.Store(false)
 
 	checkCtx, cancelCheck := context.WithTimeout(ctx, 30*time.Second)
 	err := store.CheckSchema(checkCtx, r.pool)
