@@ -149,15 +149,15 @@ func (r *Relay) expiryLoop(stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
-		r.expireLocal()
+		r.expireLocal(r.expiryHorizon())
 	}
 }
 
 // expireLocal cancels the handlers of leases whose local deadline passed
 // (the last renewals failed or could not run): they are lost whatever a
 // renewal would bring.
-func (r *Relay) expireLocal() {
-	for _, le := range r.leases.expire(r.expiryHorizon()) {
+func (r *Relay) expireLocal(horizon time.Time) {
+	for _, le := range r.leases.expire(horizon) {
 		r.observe(Event{Kind: EventLeaseLost, EntryID: le.id, Err: ErrLeaseLost})
 		r.log.Warn("txoutbox: lease expired without renewal; handler cancelled", "entry", le.id)
 	}
@@ -166,7 +166,9 @@ func (r *Relay) expireLocal() {
 func (r *Relay) renew() {
 	r.writeMu.Lock()
 	defer r.writeMu.Unlock()
-	r.expireLocal()
+	// Only what has already passed its deadline: the leases about to be
+	// renewed must not be given up for running out before the next check.
+	r.expireLocal(time.Now())
 	held := r.leases.renewable()
 	if len(held) == 0 {
 		return

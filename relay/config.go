@@ -69,7 +69,8 @@ type Config struct {
 	// HeartbeatInterval is how often held leases are renewed, and how
 	// often the relay checks for leases it could not renew: a handler is
 	// cancelled when its lease would run out before the next check.
-	// Default LeaseDuration/3; at most LeaseDuration/2.
+	// Default LeaseDuration/3, which is also the most: a renewed lease
+	// must outlast the next check plus one interval with room to spare.
 	HeartbeatInterval time.Duration
 
 	// RescueInterval is how often expired leases are taken back.
@@ -235,8 +236,8 @@ func (c Config) withDefaults() (Config, error) {
 	if err := durField("HeartbeatInterval", &c.HeartbeatInterval, c.LeaseDuration/3, 10*time.Millisecond); err != nil {
 		return c, err
 	}
-	if c.HeartbeatInterval > c.LeaseDuration/2 {
-		return c, configErr("HeartbeatInterval", "%s must be at most half of LeaseDuration %s", c.HeartbeatInterval, c.LeaseDuration)
+	if c.HeartbeatInterval > c.LeaseDuration/3 {
+		return c, configErr("HeartbeatInterval", "%s must be at most a third of LeaseDuration %s", c.HeartbeatInterval, c.LeaseDuration)
 	}
 	if err := durField("RescueInterval", &c.RescueInterval, c.LeaseDuration/2, 10*time.Millisecond); err != nil {
 		return c, err

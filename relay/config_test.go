@@ -57,7 +57,7 @@ func TestInvalidConfigIsATypedError(t *testing.T) {
 		{"negative poll", relay.Config{Handlers: handlers(), PollInterval: -time.Second}, "PollInterval"},
 		{"tiny lease", relay.Config{Handlers: handlers(), LeaseDuration: 50 * time.Millisecond}, "LeaseDuration"},
 		{"heartbeat not below lease", relay.Config{Handlers: handlers(), LeaseDuration: time.Second, HeartbeatInterval: time.Second}, "HeartbeatInterval"},
-		{"heartbeat over half the lease", relay.Config{Handlers: handlers(), LeaseDuration: time.Second, HeartbeatInterval: 501 * time.Millisecond}, "HeartbeatInterval"},
+		{"heartbeat over a third of the lease", relay.Config{Handlers: handlers(), LeaseDuration: 900 * time.Millisecond, HeartbeatInterval: 301 * time.Millisecond}, "HeartbeatInterval"},
 		{"too many workers", relay.Config{Handlers: handlers(), Queues: map[string]relay.QueueConfig{"default": {MaxWorkers: 20000}}}, "Queues"},
 		{"no queues", relay.Config{Handlers: handlers(), Queues: map[string]relay.QueueConfig{}}, "Queues"},
 		{"empty queue name", relay.Config{Handlers: handlers(), Queues: map[string]relay.QueueConfig{"": {}}}, "Queues"},
