@@ -36,19 +36,30 @@ func (r *Relay) maintenanceLoop(ctx context.Context) {
 	var vacuuming sync.WaitGroup
 	defer vacuuming.Wait()
 	vacuumBusy := false
-	vacuumDone := make(chan bool, 1) // false: stop checking (not permitted)
-	r.rescue(ctx)                    // entries orphaned by a crash before this start
+	vacuumDone := make(chan vacuumOutcome, 1)
+	// A VACUUM that removed little (an old transaction holds the rows) is
+	// not repeated at every check: the checks skipped double, up to 64.
+	vacuumBackoff, vacuumSkip := 0, 0
+	r.rescue(ctx) // entries orphaned by a crash before this start
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case keep := <-vacuumDone:
+		case out := <-vacuumDone:
 			vacuumBusy = false
-			if !keep {
+			switch out {
+			case vacuumNotPermitted:
 				vacuumCheck = nil
+			case vacuumIneffective:
+				vacuumBackoff = min(max(2*vacuumBackoff, 1), 64)
+				vacuumSkip = vacuumBackoff
+			case vacuumEffective:
+				vacuumBackoff = 0
 			}
 		case <-vacuumCheck:
-			if !vacuumBusy {
+			if vacuumSkip > 0 {
+				vacuumSkip--
+			} else if !vacuumBusy {
 				vacuumBusy = true
 				vacuuming.Go(func() { vacuumDone <- r.maybeVacuum(ctx) })
 			}
@@ -66,24 +77,33 @@ func (r *Relay) maintenanceLoop(ctx context.Context) {
 // dead row count (Config.VacuumThreshold); RescueInterval if shorter.
 const vacuumCheckInterval = 5 * time.Second
 
+// vacuumOutcome is what one check of the table led to.
+type vacuumOutcome int
+
+const (
+	vacuumNotNeeded    vacuumOutcome = iota // below the threshold, or another relay vacuums
+	vacuumEffective                         // vacuumed, and the dead rows went
+	vacuumIneffective                       // vacuumed, but most dead rows stayed
+	vacuumNotPermitted                      // this role may not vacuum the table: stop checking
+)
+
 // maybeVacuum vacuums outbox_entries when it holds more dead row versions
-// than VacuumThreshold and a tenth of its live rows. It returns false when
-// the relay may not vacuum the table, so that it stops checking.
-func (r *Relay) maybeVacuum(ctx context.Context) bool {
+// than VacuumThreshold and a tenth of its live rows.
+func (r *Relay) maybeVacuum(ctx context.Context) vacuumOutcome {
 	h, err := store.ReadTableHealth(ctx, r.pool)
 	if err != nil {
 		if ctx.Err() == nil {
 			r.log.Debug("txoutbox: reading table statistics failed", "error", err)
 		}
-		return true
+		return vacuumNotNeeded
 	}
 	if h.Dead < int64(r.cfg.VacuumThreshold) || h.Dead < h.Live/10 {
-		return true
+		return vacuumNotNeeded
 	}
 	if !h.MayVacuum {
 		r.log.Info("txoutbox: outbox_entries has many dead row versions, but this role may not VACUUM it; autovacuum must keep up",
 			"dead", h.Dead, "live", h.Live)
-		return false
+		return vacuumNotPermitted
 	}
 	start := time.Now()
 	ran, err := store.Vacuum(ctx, r.pool)
@@ -92,14 +112,21 @@ func (r *Relay) maybeVacuum(ctx context.Context) bool {
 			r.observe(Event{Kind: EventError, Err: err})
 			r.log.Warn("txoutbox: vacuuming outbox_entries failed", "error", err)
 		}
-		return true
+		return vacuumIneffective
 	}
-	if ran {
-		d := time.Since(start)
-		r.observe(Event{Kind: EventVacuumed, Count: int(h.Dead), Duration: d})
-		r.log.Info("txoutbox: vacuumed outbox_entries", "dead_before", h.Dead, "live", h.Live, "took", d)
+	if !ran {
+		return vacuumNotNeeded
 	}
-	return true
+	d := time.Since(start)
+	r.observe(Event{Kind: EventVacuumed, Count: int(h.Dead), Duration: d})
+	after, err := store.ReadTableHealth(ctx, r.pool)
+	if err == nil && after.Dead > h.Dead/2 {
+		r.log.Warn("txoutbox: vacuumed outbox_entries, but most dead row versions remain; a long-running transaction may hold them",
+			"dead_before", h.Dead, "dead_after", after.Dead, "took", d)
+		return vacuumIneffective
+	}
+	r.log.Info("txoutbox: vacuumed outbox_entries", "dead_before", h.Dead, "live", h.Live, "took", d)
+	return vacuumEffective
 }
 
 func (r *Relay) rescue(ctx context.Context) {

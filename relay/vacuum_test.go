@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/url"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -101,5 +102,62 @@ func TestRelayLeavesVacuumToAutovacuumWithoutOwnership(t *testing.T) {
 	})
 	if n := ev.count(relay.EventVacuumed); n != 0 {
 		t.Fatalf("%d vacuums by a role that does not own the table", n)
+	}
+}
+
+// A transaction that holds an old snapshot keeps the dead row versions:
+// the relay's VACUUM removes little, and the relay says so and backs off
+// instead of vacuuming at every check.
+func TestRelayVacuumBacksOffWhenRowsCannotBeRemoved(t *testing.T) {
+	t.Parallel()
+	db := outboxtest.New(t)
+	ctx := context.Background()
+	holder, err := db.Pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Release()
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	if _, err := tx.Exec(ctx, `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT count(*) FROM outbox_entries`); err != nil { // takes the snapshot
+		t.Fatal(err)
+	}
+
+	ev := newEvents()
+	h := relay.NewHandlers()
+	relay.Handle(h, func(context.Context, *relay.Entry[ping]) error { return nil })
+	cfg := fastConfig(h, ev)
+	cfg.VacuumThreshold = 100
+	logs := &logBuffer{}
+	cfg.Logger = logs.logger()
+	startRelay(t, db.Pool, cfg)
+	items := make([]outbox.Item, 300)
+	for i := range items {
+		items[i] = outbox.NewItem(ping{N: i})
+	}
+	res, err := outbox.EnqueueBatch(ctx, db.Pool, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		ev.wait(t, entryKind(r.ID, relay.EventDone))
+	}
+	waitUntil(t, "the relay's warning that the rows stayed", func() bool {
+		return logs.contains("most dead row versions remain")
+	})
+	// Checks run every RescueInterval (100ms here); backing off, the relay
+	// skips 1, 2, 4, ... of them after each VACUUM that removed little.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := ev.count(relay.EventVacuumed); n > 10 {
+		t.Fatalf("%d vacuums in about 2.5s of 100ms checks; want the relay to back off", n)
 	}
 }

@@ -8,8 +8,8 @@ package store
 // entry of the same key ($7: dead entries block their key too). SKIP LOCKED
 // lets concurrent relays claim disjoint sets; state, not an id high-water
 // mark, decides eligibility, so entries committed out of id order are never
-// skipped. $8 asks for the processed-key probe (false when no handler of
-// the queue uses processed keys).
+// skipped. $8 asks for the processed-key probe (false when none of the
+// relay's handlers uses processed keys).
 const sqlClaim = `
 WITH picked AS (
 	SELECT e.id
@@ -247,10 +247,13 @@ ORDER BY s.topic, s.queue`
 
 // sqlTableHealth reads the statistics system's live and dead row versions
 // of outbox_entries, and whether the current role may VACUUM it (its owner,
-// a member of the owning role, or a superuser).
+// a member of the owning role, a superuser, or from PostgreSQL 17 a holder
+// of the MAINTAIN privilege).
 const sqlTableHealth = `
 SELECT coalesce(s.n_dead_tup, 0), coalesce(s.n_live_tup, 0),
 	pg_has_role(c.relowner, 'USAGE') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+	OR CASE WHEN current_setting('server_version_num')::int >= 170000
+		THEN has_table_privilege(c.oid, 'MAINTAIN') ELSE false END
 FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
 WHERE c.oid = 'outbox_entries'::regclass`
 
@@ -267,9 +270,12 @@ const sqlVacuum = `VACUUM (INDEX_CLEANUP ON) outbox_entries`
 
 // sqlVacuumThrottle and sqlVacuumUnthrottle wrap sqlVacuum in autovacuum's
 // default cost-based delay, on the session that runs it.
+// The application's statement_timeout, if any, would cancel a throttled
+// VACUUM of a large table every time: it is lifted for that session.
 const (
-	sqlVacuumThrottle   = `SET vacuum_cost_delay = '2ms'`
+	sqlVacuumThrottle   = `SELECT set_config('vacuum_cost_delay', '2ms', false), set_config('statement_timeout', '0', false)`
 	sqlVacuumUnthrottle = `RESET vacuum_cost_delay`
+	sqlVacuumUntimeout  = `RESET statement_timeout`
 )
 
 // sqlCheckSchema fails with undefined_table or undefined_column when the

@@ -391,8 +391,11 @@ func Vacuum(ctx context.Context, pool *pgxpool.Pool) (ran bool, err error) {
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if _, rerr := conn.Exec(rctx, sqlVacuumUnthrottle); rerr != nil {
-			_ = conn.Conn().Close(rctx)
+		for _, reset := range []string{sqlVacuumUnthrottle, sqlVacuumUntimeout} {
+			if _, rerr := conn.Exec(rctx, reset); rerr != nil {
+				_ = conn.Conn().Close(rctx)
+				return
+			}
 		}
 	}()
 	if _, err := conn.Exec(ctx, sqlVacuum); err != nil {
