@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	_ "time/tzdata" // schedules' zones work in images without the system's zoneinfo
 
 	"github.com/txoutbox/txoutbox/sidecar"
 )
