@@ -88,7 +88,7 @@ func EnqueueBatch(ctx context.Context, q Querier, items []Item) ([]Enqueued, err
 type row struct {
 	topic        string
 	payload      []byte
-	key          *string
+	key          string
 	keyGenerated bool // key made by generateKey: no producer chose it
 	orderingKey  *string
 	queue        string
@@ -145,10 +145,9 @@ func (p Producer) prepare(msg Message, ctxHeaders map[string]string, opts []Opti
 		if err := checkName("key", o.key, MaxKeyLen); err != nil {
 			return row{}, err
 		}
-		r.key = &o.key
+		r.key = o.key
 	} else {
-		k := generateKey()
-		r.key, r.keyGenerated = &k, true
+		r.key, r.keyGenerated = generateKey(), true
 	}
 	if o.orderingKey != "" {
 		if err := checkName("ordering key", o.orderingKey, MaxKeyLen); err != nil {
@@ -287,9 +286,9 @@ func (p Producer) Enqueue(ctx context.Context, q Querier, msg Message, opts ...O
 	if r.keyGenerated {
 		return Enqueued{}, fmt.Errorf("outbox: enqueue: topic %q: generated key collided; retry", r.topic)
 	}
-	if err := q.QueryRow(ctx, sqlSelectIDByKey, r.topic, *r.key).Scan(&res.ID); err != nil {
+	if err := q.QueryRow(ctx, sqlSelectIDByKey, r.topic, r.key).Scan(&res.ID); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
-			return Enqueued{}, fmt.Errorf("outbox: enqueue: topic %q key %q conflicted with an entry that is not visible; retry the transaction", r.topic, *r.key)
+			return Enqueued{}, fmt.Errorf("outbox: enqueue: topic %q key %q conflicted with an entry that is not visible; retry the transaction", r.topic, r.key)
 		}
 		return Enqueued{}, wrapDBError("enqueue", err)
 	}
@@ -312,7 +311,7 @@ func (p Producer) EnqueueBatch(ctx context.Context, q Querier, items []Item) ([]
 	var (
 		topics   = make([]string, n)
 		payloads = make([]string, n)
-		keys     = make([]*string, n)
+		keys     = make([]string, n)
 		okeys    = make([]*string, n)
 		queues   = make([]string, n)
 		prios    = make([]int16, n)
@@ -355,7 +354,7 @@ func (p Producer) EnqueueBatch(ctx context.Context, q Querier, items []Item) ([]
 		}
 		if r.ID == nil {
 			// Conflicted with an entry committed after the snapshot.
-			if err := q.QueryRow(ctx, sqlSelectIDByKey, topics[i], *keys[i]).Scan(&res[i].ID); err != nil {
+			if err := q.QueryRow(ctx, sqlSelectIDByKey, topics[i], keys[i]).Scan(&res[i].ID); err != nil {
 				return nil, wrapDBError("enqueue batch", err)
 			}
 			res[i].Duplicate = true

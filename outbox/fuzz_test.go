@@ -50,8 +50,8 @@ func FuzzRawPayload(f *testing.F) {
 		if r.topic == "" || len(r.topic) > MaxTopicLen || !utf8.ValidString(r.topic) || bytes.IndexByte([]byte(r.topic), 0) >= 0 {
 			t.Fatalf("accepted topic %q", r.topic)
 		}
-		if r.key != nil && (len(*r.key) > MaxKeyLen || !utf8.ValidString(*r.key) || bytes.IndexByte([]byte(*r.key), 0) >= 0) {
-			t.Fatalf("accepted key %q", *r.key)
+		if len(r.key) > MaxKeyLen || !utf8.ValidString(r.key) || bytes.IndexByte([]byte(r.key), 0) >= 0 {
+			t.Fatalf("accepted key %q", r.key)
 		}
 		if r.queue == "" || len(r.queue) > MaxQueueLen {
 			t.Fatalf("accepted queue %q", r.queue)

@@ -11,7 +11,7 @@ WITH ins AS (
 	INSERT INTO outbox_entries
 		(topic, payload, key, key_generated, ordering_key, queue, priority, max_attempts, run_at, headers)
 	VALUES (
-		$1::text, $2::jsonb, coalesce($3::text, outbox_generate_key()), $11::bool,
+		$1::text, $2::jsonb, $3::text, $11::bool,
 		$4::text, $5::text, $6::smallint, $7::int,
 		coalesce($8::timestamptz, now() + $9::bigint * interval '1 microsecond'),
 		$10::jsonb)
@@ -30,7 +30,7 @@ const sqlSelectIDByKey = `SELECT id FROM outbox_entries WHERE topic = $1 AND key
 const sqlInsertBatch = `
 WITH input AS MATERIALIZED (
 	SELECT t.ord, t.topic, t.payload::jsonb AS payload,
-		coalesce(t.key, outbox_generate_key()) AS key, t.key_generated,
+		t.key, t.key_generated,
 		t.ordering_key, t.queue, t.priority, t.max_attempts,
 		coalesce(t.run_at, now() + t.delay_us * interval '1 microsecond') AS run_at,
 		t.headers::jsonb AS headers
