@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/txoutbox/txoutbox/internal/store"
@@ -27,48 +26,48 @@ func (r *Relay) maintenanceLoop(ctx context.Context) {
 	}
 	unhandled := time.NewTicker(unhandledEvery)
 	defer unhandled.Stop()
-	var vacuumCheck <-chan time.Time
-	if r.cfg.VacuumThreshold > 0 {
-		t := time.NewTicker(min(vacuumCheckInterval, r.cfg.RescueInterval))
-		defer t.Stop()
-		vacuumCheck = t.C
-	}
-	var vacuuming sync.WaitGroup
-	defer vacuuming.Wait()
-	vacuumBusy := false
-	vacuumDone := make(chan vacuumOutcome, 1)
-	// A VACUUM that removed little (an old transaction holds the rows) is
-	// not repeated at every check: the checks skipped double, up to 64.
-	vacuumBackoff, vacuumSkip := 0, 0
 	r.rescue(ctx) // entries orphaned by a crash before this start
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case out := <-vacuumDone:
-			vacuumBusy = false
-			switch out {
-			case vacuumNotPermitted:
-				vacuumCheck = nil
-			case vacuumIneffective:
-				vacuumBackoff = min(max(2*vacuumBackoff, 1), 64)
-				vacuumSkip = vacuumBackoff
-			case vacuumEffective:
-				vacuumBackoff = 0
-			}
-		case <-vacuumCheck:
-			if vacuumSkip > 0 {
-				vacuumSkip--
-			} else if !vacuumBusy {
-				vacuumBusy = true
-				vacuuming.Go(func() { vacuumDone <- r.maybeVacuum(ctx) })
-			}
 		case <-rescue.C:
 			r.rescue(ctx)
 		case <-retention:
 			r.retain(ctx)
 		case <-unhandled.C:
 			r.reportUnhandled(ctx)
+		}
+	}
+}
+
+// vacuumLoop checks outbox_entries' dead row versions and vacuums it past
+// Config.VacuumThreshold, until ctx is done. It runs apart from the
+// maintenance loop, because a VACUUM of a large table takes seconds.
+func (r *Relay) vacuumLoop(ctx context.Context) {
+	t := time.NewTicker(min(vacuumCheckInterval, r.cfg.RescueInterval))
+	defer t.Stop()
+	// A VACUUM that removed little (an old transaction holds the rows) is
+	// not repeated at every check: the checks skipped double, up to 64.
+	backoff, skip := 0, 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if skip > 0 {
+			skip--
+			continue
+		}
+		switch r.maybeVacuum(ctx) {
+		case vacuumNotPermitted:
+			return
+		case vacuumIneffective:
+			backoff = min(max(2*backoff, 1), 64)
+			skip = backoff
+		case vacuumEffective:
+			backoff = 0
 		}
 	}
 }

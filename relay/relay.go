@@ -248,6 +248,9 @@ func (r *Relay) Run(ctx context.Context) error {
 		loops.Go(func() { r.claimLoop(ctx, q) })
 	}
 	loops.Go(func() { r.maintenanceLoop(ctx) })
+	if r.cfg.VacuumThreshold > 0 {
+		loops.Go(func() { r.vacuumLoop(ctx) })
+	}
 
 	stopHeartbeat := make(chan struct{})
 	heartbeatDone := make(chan struct{})

@@ -373,13 +373,17 @@ func Vacuum(ctx context.Context, pool *pgxpool.Pool) (ran bool, err error) {
 	if !locked {
 		return false, nil
 	}
+	// What the session must undo before it goes back to the pool; if it
+	// cannot, it is closed (the lock and settings die with it).
+	undo := []string{sqlVacuumUnlock}
 	defer func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if _, uerr := conn.Exec(uctx, sqlVacuumUnlock); uerr != nil {
-			// The lock dies with the session: close it rather than return
-			// a connection that still holds it to the pool.
-			_ = conn.Conn().Close(uctx)
+		for _, q := range slices.Backward(undo) {
+			if _, uerr := conn.Exec(uctx, q); uerr != nil {
+				_ = conn.Conn().Close(uctx)
+				return
+			}
 		}
 	}()
 	// Throttled like autovacuum (vacuum_cost_delay 2ms): an unthrottled
@@ -388,16 +392,7 @@ func Vacuum(ctx context.Context, pool *pgxpool.Pool) (ran bool, err error) {
 	if _, err := conn.Exec(ctx, sqlVacuumThrottle); err != nil {
 		return false, fmt.Errorf("vacuum: %w", err)
 	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		for _, reset := range []string{sqlVacuumUnthrottle, sqlVacuumUntimeout} {
-			if _, rerr := conn.Exec(rctx, reset); rerr != nil {
-				_ = conn.Conn().Close(rctx)
-				return
-			}
-		}
-	}()
+	undo = append(undo, sqlVacuumUnthrottle, sqlVacuumUntimeout)
 	if _, err := conn.Exec(ctx, sqlVacuum); err != nil {
 		return false, fmt.Errorf("vacuum: %w", err)
 	}
