@@ -52,31 +52,46 @@ func TestTxHandlerCommitsEffectKeyAndCompletionTogether(t *testing.T) {
 // it once.
 func TestTxHandlerFailureRollsBackAndRetries(t *testing.T) {
 	t.Parallel()
-	db := outboxtest.New(t)
-	createEffects(t, db.Pool)
-	ev := newEvents()
-	h := relay.NewHandlers()
-	relay.HandleTx(h, func(ctx context.Context, tx pgx.Tx, e *relay.Entry[ping]) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO effects (entry_id, note) VALUES ($1, 'attempt')`, e.ID); err != nil {
-			return err
-		}
-		if e.Attempt == 1 {
-			return errors.New("failed after writing")
-		}
-		return nil
-	})
-	startRelay(t, db.Pool, fastConfig(h, ev))
-	id := enqueue(t, db.Pool, ping{N: 1}, outbox.WithKey("tx-1"))
-	ev.wait(t, entryKind(id, relay.EventRetry))
-	ev.wait(t, entryKind(id, relay.EventDone))
-	if n := scalar[int64](t, db.Pool, `SELECT count(*) FROM effects`); n != 1 {
-		t.Fatalf("%d effect rows after a failed and a good attempt; want exactly 1", n)
-	}
-	if n := scalar[int64](t, db.Pool, `SELECT count(*) FROM outbox_processed_keys`); n != 1 {
-		t.Fatalf("%d processed keys, want 1", n)
-	}
-	if e := getEntry(t, db.Pool, id); e.Attempt != 2 || e.State != outbox.StateDone {
-		t.Fatalf("entry %+v", e)
+	// A chosen key is recorded as processed with the effect; a generated
+	// key (schema version 3) is not, and the completion's fencing alone
+	// keeps the effect to one.
+	for _, tc := range []struct {
+		name     string
+		opts     []outbox.Option
+		wantKeys int64
+	}{
+		{"chosen key", []outbox.Option{outbox.WithKey("tx-1")}, 1},
+		{"generated key", nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db := outboxtest.New(t)
+			createEffects(t, db.Pool)
+			ev := newEvents()
+			h := relay.NewHandlers()
+			relay.HandleTx(h, func(ctx context.Context, tx pgx.Tx, e *relay.Entry[ping]) error {
+				if _, err := tx.Exec(ctx, `INSERT INTO effects (entry_id, note) VALUES ($1, 'attempt')`, e.ID); err != nil {
+					return err
+				}
+				if e.Attempt == 1 {
+					return errors.New("failed after writing")
+				}
+				return nil
+			})
+			startRelay(t, db.Pool, fastConfig(h, ev))
+			id := enqueue(t, db.Pool, ping{N: 1}, tc.opts...)
+			ev.wait(t, entryKind(id, relay.EventRetry))
+			ev.wait(t, entryKind(id, relay.EventDone))
+			if n := scalar[int64](t, db.Pool, `SELECT count(*) FROM effects`); n != 1 {
+				t.Fatalf("%d effect rows after a failed and a good attempt; want exactly 1", n)
+			}
+			if n := scalar[int64](t, db.Pool, `SELECT count(*) FROM outbox_processed_keys`); n != tc.wantKeys {
+				t.Fatalf("%d processed keys, want %d", n, tc.wantKeys)
+			}
+			if e := getEntry(t, db.Pool, id); e.Attempt != 2 || e.State != outbox.StateDone {
+				t.Fatalf("entry %+v", e)
+			}
+		})
 	}
 }
 

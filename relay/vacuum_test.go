@@ -18,7 +18,6 @@ import (
 func TestRelayVacuumsPastTheThreshold(t *testing.T) {
 	t.Parallel()
 	db := outboxtest.New(t)
-	ctx := context.Background()
 	ev := newEvents()
 	h := relay.NewHandlers()
 	relay.Handle(h, func(context.Context, *relay.Entry[ping]) error { return nil })
@@ -26,17 +25,7 @@ func TestRelayVacuumsPastTheThreshold(t *testing.T) {
 	cfg.VacuumThreshold = 100
 	startRelay(t, db.Pool, cfg)
 
-	items := make([]outbox.Item, 300)
-	for i := range items {
-		items[i] = outbox.NewItem(ping{N: i})
-	}
-	res, err := outbox.EnqueueBatch(ctx, db.Pool, items)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range res {
-		ev.wait(t, entryKind(r.ID, relay.EventDone))
-	}
+	enqueueAndRunAll(t, db.Pool, ev, 300) // 600 dead row versions
 	v := ev.wait(t, kindIs(relay.EventVacuumed))
 	if v.Count < 100 || v.Duration <= 0 {
 		t.Fatalf("vacuum event %+v; want at least 100 dead row versions and a duration", v)
@@ -86,17 +75,7 @@ func TestRelayLeavesVacuumToAutovacuumWithoutOwnership(t *testing.T) {
 	logs := &logBuffer{}
 	cfg.Logger = logs.logger()
 	startRelay(t, pool, cfg)
-	items := make([]outbox.Item, 300)
-	for i := range items {
-		items[i] = outbox.NewItem(ping{N: i})
-	}
-	res, err := outbox.EnqueueBatch(ctx, db.Pool, items)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range res {
-		ev.wait(t, entryKind(r.ID, relay.EventDone))
-	}
+	enqueueAndRunAll(t, db.Pool, ev, 300) // 600 dead row versions
 	waitUntil(t, "the relay's note that it may not vacuum", func() bool {
 		return logs.contains("may not VACUUM")
 	})
@@ -137,17 +116,7 @@ func TestRelayVacuumBacksOffWhenRowsCannotBeRemoved(t *testing.T) {
 	logs := &logBuffer{}
 	cfg.Logger = logs.logger()
 	startRelay(t, db.Pool, cfg)
-	items := make([]outbox.Item, 300)
-	for i := range items {
-		items[i] = outbox.NewItem(ping{N: i})
-	}
-	res, err := outbox.EnqueueBatch(ctx, db.Pool, items)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range res {
-		ev.wait(t, entryKind(r.ID, relay.EventDone))
-	}
+	enqueueAndRunAll(t, db.Pool, ev, 300) // 600 dead row versions
 	waitUntil(t, "the relay's warning that the rows stayed", func() bool {
 		return logs.contains("most dead row versions remain")
 	})
@@ -159,5 +128,22 @@ func TestRelayVacuumBacksOffWhenRowsCannotBeRemoved(t *testing.T) {
 	}
 	if n := ev.count(relay.EventVacuumed); n > 10 {
 		t.Fatalf("%d vacuums in about 2.5s of 100ms checks; want the relay to back off", n)
+	}
+}
+
+// enqueueAndRunAll enqueues n entries in one batch and waits until the
+// relay observed by ev has run them all.
+func enqueueAndRunAll(t *testing.T, pool *pgxpool.Pool, ev *events, n int) {
+	t.Helper()
+	items := make([]outbox.Item, n)
+	for i := range items {
+		items[i] = outbox.NewItem(ping{N: i})
+	}
+	res, err := outbox.EnqueueBatch(context.Background(), pool, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		ev.wait(t, entryKind(r.ID, relay.EventDone))
 	}
 }
