@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/txoutbox/txoutbox/outbox"
 )
 
 // queryTimeout bounds each query an assertion helper runs.
@@ -22,38 +25,19 @@ const describeMax = 5
 // transaction to see entries it has not committed yet.
 type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// Entry is one row of outbox_entries, as [Entries] returns it.
-type Entry struct {
-	ID          int64
-	Topic       string
-	Key         string
-	OrderingKey string // "" when the entry has none
-	Queue       string
-	Priority    int16
-	State       string // pending, running, done or dead
-	Attempt     int32
-	MaxAttempts int32
-	RunAt       time.Time
-	Payload     json.RawMessage
-	Headers     json.RawMessage
-	LastError   string // "" when there is none
-}
-
-const entriesSQL = `
-SELECT id, topic, key, coalesce(ordering_key, ''), queue, priority, state,
-       attempt, max_attempts, run_at, payload::text, headers::text,
-       coalesce(last_error, '')
-FROM outbox_entries
-WHERE $1 = '' OR topic = $1
-ORDER BY id`
+// idsSQL lists the ids of a topic's entries (every entry for ”); the
+// entries themselves are read with outbox.GetMany, as an application would.
+const idsSQL = `SELECT id FROM outbox_entries WHERE $1 = '' OR topic = $1 ORDER BY id`
 
 const countSQL = `SELECT count(*) FROM outbox_entries WHERE $1 = '' OR topic = $1`
 
-// Entries returns the entries of topic visible to q, in id order; an empty
-// topic returns every entry. It fails t if the query fails.
-func Entries(t testing.TB, q Querier, topic string) []Entry {
+// Entries returns the entries of topic visible to q, in id order, as
+// [outbox.Get] reads them; an empty topic returns every entry. It fails t
+// if the query fails.
+func Entries(t testing.TB, q Querier, topic string) []outbox.Entry {
 	t.Helper()
 	es, err := queryEntries(q, topic)
 	if err != nil {
@@ -145,7 +129,7 @@ func topicOf[T interface{ Topic() string }](t testing.TB) (topic string, ok bool
 // matching reads the entries of topic and decodes each payload into a T,
 // returning all entries, the matching entries and their payloads. It fails
 // t on a query or decode error and then returns ok=false.
-func matching[T any](t testing.TB, q Querier, topic string, match func(T) bool) (all, hits []Entry, got []T, ok bool) {
+func matching[T any](t testing.TB, q Querier, topic string, match func(T) bool) (all, hits []outbox.Entry, got []T, ok bool) {
 	t.Helper()
 	all, err := queryEntries(q, topic)
 	if err != nil {
@@ -166,31 +150,31 @@ func matching[T any](t testing.TB, q Querier, topic string, match func(T) bool) 
 	return all, hits, got, true
 }
 
-func queryEntries(q Querier, topic string) ([]Entry, error) {
+func queryEntries(q Querier, topic string) ([]outbox.Entry, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
 	defer cancel()
-	rows, err := q.Query(ctx, entriesSQL, topic)
+	rows, err := q.Query(ctx, idsSQL, topic)
 	if err != nil {
 		return nil, fmt.Errorf("read entries of topic %q: %w", topic, err)
 	}
-	es, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Entry, error) {
-		var e Entry
-		var payload, headers string
-		err := row.Scan(&e.ID, &e.Topic, &e.Key, &e.OrderingKey, &e.Queue, &e.Priority, &e.State,
-			&e.Attempt, &e.MaxAttempts, &e.RunAt, &payload, &headers, &e.LastError)
-		e.Payload = json.RawMessage(payload)
-		e.Headers = json.RawMessage(headers)
-		return e, err
-	})
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
 		return nil, fmt.Errorf("read entries of topic %q: %w", topic, err)
 	}
-	return es, nil
+	var out []outbox.Entry
+	for chunk := range slices.Chunk(ids, outbox.MaxListLimit) {
+		es, err := outbox.GetMany(ctx, q, chunk)
+		if err != nil {
+			return nil, fmt.Errorf("read entries of topic %q: %w", topic, err)
+		}
+		out = append(out, es...)
+	}
+	return out, nil
 }
 
 // describe lists up to describeMax entries for a failure message, one per
 // line.
-func describe(es []Entry) string {
+func describe(es []outbox.Entry) string {
 	var b strings.Builder
 	for i, e := range es {
 		if i == describeMax {

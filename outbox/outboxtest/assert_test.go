@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/txoutbox/txoutbox/outbox"
 	"github.com/txoutbox/txoutbox/outbox/outboxtest"
 )
 
@@ -81,13 +82,13 @@ func TestEntries(t *testing.T) {
 		t.Fatalf("got %d invoices, want 1", len(es))
 	}
 	e := es[0]
-	if e.ID == 0 || e.Key == "" || e.State != "pending" || e.Attempt != 0 || e.MaxAttempts <= 0 ||
-		e.Queue != "billing" || e.Priority != 5 || e.OrderingKey != "customer-7" || e.LastError != "" ||
-		e.RunAt.IsZero() || string(e.Headers) != "{}" || !strings.Contains(string(e.Payload), `"INV-1"`) {
+	if e.ID == 0 || e.Key == "" || e.State != outbox.StatePending || e.Attempt != 0 || e.MaxAttempts <= 0 ||
+		e.Queue != "billing" || e.Priority != 5 || e.OrderingKey == nil || *e.OrderingKey != "customer-7" || e.LastError != nil ||
+		e.RunAt.IsZero() || len(e.Headers) != 0 || !strings.Contains(string(e.Payload), `"INV-1"`) {
 		t.Errorf("entry = %+v", e)
 	}
 	welcome := outboxtest.Entries(t, tx, "email.welcome")
-	if len(welcome) != 2 || welcome[0].Key != "welcome:41" || welcome[0].OrderingKey != "" || welcome[0].Queue != "default" {
+	if len(welcome) != 2 || welcome[0].Key != "welcome:41" || welcome[0].OrderingKey != nil || welcome[0].Queue != "default" {
 		t.Errorf("welcome entries = %+v", welcome)
 	}
 	if all := outboxtest.Entries(t, tx, ""); len(all) != 3 {
@@ -193,3 +194,9 @@ func (noTopic) Topic() string { return "" }
 type failingQuerier struct{ err error }
 
 func (q failingQuerier) Query(context.Context, string, ...any) (pgx.Rows, error) { return nil, q.err }
+
+func (q failingQuerier) QueryRow(context.Context, string, ...any) pgx.Row { return failingRow(q) }
+
+type failingRow struct{ err error }
+
+func (r failingRow) Scan(...any) error { return r.err }
