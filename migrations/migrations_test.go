@@ -414,6 +414,10 @@ func TestConstraintsRejectBadRows(t *testing.T) {
 		{"null payload", `INSERT INTO outbox_entries (topic, payload) VALUES ('t', NULL)`, notNullViolation},
 		{"duplicate topic and key", `INSERT INTO outbox_entries (topic, key) VALUES ('dup', 'k')`, uniqueViolation},
 		{"duplicate processed key", `INSERT INTO outbox_processed_keys (scope, key) VALUES ('s', 'k'), ('s', 'k')`, uniqueViolation},
+		{"headers not an object", `INSERT INTO outbox_entries (topic, headers) VALUES ('t', '["a"]')`, checkViolation},
+		{"header value a number", `INSERT INTO outbox_entries (topic, headers) VALUES ('t', '{"retries": 3}')`, checkViolation},
+		{"header value an object", `INSERT INTO outbox_entries (topic, headers) VALUES ('t', '{"nested": {"a": "b"}}')`, checkViolation},
+		{"header value null", `INSERT INTO outbox_entries (topic, headers) VALUES ('t', '{"a": null}')`, checkViolation},
 	}
 	for _, c := range cases {
 		_, err := conn.Exec(ctx, c.sql)
@@ -428,5 +432,53 @@ func TestConstraintsRejectBadRows(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("%d entries stored, want only the first good one", n)
+	}
+}
+
+// Version 5 makes the database refuse headers that are not an object of
+// strings. Entries written before it that the relay will still update
+// (pending, running, dead) are converted by the migration, so that no
+// claim, outcome or replay of them fails the new check; done entries stay
+// as they are.
+func TestUpgradeToVersion5ConvertsHeaders(t *testing.T) {
+	t.Parallel()
+	s := newScratch(t)
+	up(t, s.db)
+	if r, err := migrations.Down(context.Background(), s.db); err != nil || r.Version != 5 {
+		t.Fatalf("Down: %v, %+v; want version 5 rolled back", err, r)
+	}
+	conn := s.conn(t)
+	ctx := context.Background()
+	if _, err := conn.Exec(ctx, `INSERT INTO outbox_entries (topic, key, state, headers) VALUES
+		('t', 'pending', 'pending', '{"retries": 3, "nested": {"a": "b"}, "s": "x", "none": null}'),
+		('t', 'running', 'running', '{"n": 1.5}'),
+		('t', 'dead', 'dead', '["not", "an", "object"]'),
+		('t', 'done', 'done', '{"retries": 3}'),
+		('t', 'good', 'pending', '{"traceparent": "00-1-2-01"}')`); err != nil {
+		t.Fatal(err)
+	}
+	up(t, s.db)
+	want := map[string]string{
+		"pending": `{"s": "x", "none": "null", "nested": "{\"a\": \"b\"}", "retries": "3"}`,
+		"running": `{"n": "1.5"}`,
+		"dead":    `{"txoutbox_original_headers": "[\"not\", \"an\", \"object\"]"}`,
+		"done":    `{"retries": 3}`,
+		"good":    `{"traceparent": "00-1-2-01"}`,
+	}
+	for key, w := range want {
+		var got string
+		if err := conn.QueryRow(ctx, `SELECT headers::text FROM outbox_entries WHERE key = $1`, key).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != w {
+			t.Errorf("%s: headers %s; want %s", key, got, w)
+		}
+	}
+	// What the relay does to such entries now succeeds.
+	if _, err := conn.Exec(ctx, `UPDATE outbox_entries SET state = 'running', attempt = attempt + 1 WHERE state = 'pending'`); err != nil {
+		t.Fatalf("claiming converted entries: %v", err)
+	}
+	if _, err := conn.Exec(ctx, `UPDATE outbox_entries SET state = 'pending' WHERE state = 'dead'`); err != nil {
+		t.Fatalf("replaying a converted entry: %v", err)
 	}
 }

@@ -29,24 +29,27 @@ func (s State) Finished() bool { return s == StateDone || s == StateDead }
 // Entry is a snapshot of one outbox row, as read by Get, GetByKey and
 // ListDead.
 type Entry struct {
-	ID          int64             `json:"id"`
-	Topic       string            `json:"topic"`
-	Key         string            `json:"key"`
-	OrderingKey *string           `json:"ordering_key"`
-	Queue       string            `json:"queue"`
-	Priority    int               `json:"priority"`
-	State       State             `json:"state"`
-	Attempt     int               `json:"attempt"` // attempts counted against MaxAttempts
-	MaxAttempts int               `json:"max_attempts"`
-	RunAt       time.Time         `json:"run_at"`
-	LeaseUntil  *time.Time        `json:"lease_until"`
-	LeaseOwner  *string           `json:"lease_owner"`
-	LastError   *string           `json:"last_error"`
-	Headers     map[string]string `json:"headers"` // non-string values (plain SQL producers) as text
-	Result      json.RawMessage   `json:"result"`  // nil when the handler reported none
-	Payload     json.RawMessage   `json:"payload"`
-	CreatedAt   time.Time         `json:"created_at"`
-	FinishedAt  *time.Time        `json:"finished_at"`
+	ID          int64      `json:"id"`
+	Topic       string     `json:"topic"`
+	Key         string     `json:"key"`
+	OrderingKey *string    `json:"ordering_key"`
+	Queue       string     `json:"queue"`
+	Priority    int        `json:"priority"`
+	State       State      `json:"state"`
+	Attempt     int        `json:"attempt"` // attempts counted against MaxAttempts
+	MaxAttempts int        `json:"max_attempts"`
+	RunAt       time.Time  `json:"run_at"`
+	LeaseUntil  *time.Time `json:"lease_until"`
+	LeaseOwner  *string    `json:"lease_owner"`
+	LastError   *string    `json:"last_error"`
+	// Headers are a JSON object of strings (enforced by the database since
+	// schema version 5); a done entry written before then may hold other
+	// values, which are read as their JSON text.
+	Headers    map[string]string `json:"headers"`
+	Result     json.RawMessage   `json:"result"` // nil when the handler reported none
+	Payload    json.RawMessage   `json:"payload"`
+	CreatedAt  time.Time         `json:"created_at"`
+	FinishedAt *time.Time        `json:"finished_at"`
 }
 
 // normalize maps JSON null results to nil.

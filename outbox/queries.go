@@ -2,6 +2,8 @@ package outbox
 
 // All SQL of the producer side lives in this file, to be reviewed as SQL.
 
+import "github.com/txoutbox/txoutbox/internal/store"
+
 // sqlInsertOne inserts one entry and returns (id, false). On a topic+key
 // conflict it returns the existing entry's id with dup = true, or a NULL id
 // with dup = true when the conflicting entry committed after this
@@ -64,7 +66,7 @@ FROM input i
 LEFT JOIN ins ON ins.topic = i.topic AND ins.key = i.key
 LEFT JOIN firsts f ON f.topic = i.topic AND f.key = i.key`
 
-// entryColumns is the JSON object every read of an entry returns.
+// entryJSON is the JSON object every read of an entry returns.
 const entryJSON = `json_build_object(
 	'id', e.id, 'topic', e.topic, 'key', e.key, 'ordering_key', e.ordering_key,
 	'queue', e.queue, 'priority', e.priority, 'state', e.state,
@@ -108,7 +110,7 @@ WITH upd AS (
 	RETURNING e.id, e.queue
 ),
 woken AS (
-	SELECT pg_notify('txoutbox', q.queue) FROM (SELECT DISTINCT queue FROM upd) q
+	SELECT pg_notify('` + store.NotifyChannel + `', q.queue) FROM (SELECT DISTINCT queue FROM upd) q
 )
 SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM woken)`
 

@@ -24,6 +24,12 @@ import (
 // running) are not announced.
 const ProgressChannel = store.ProgressChannel
 
+// NotifyChannel is the PostgreSQL notification channel on which the
+// schema's insert trigger wakes relays when an entry commits (and [Replay]
+// when it returns dead entries to pending). The payload is the queue name.
+// Part of the schema's contract (docs/schema.md).
+const NotifyChannel = store.NotifyChannel
+
 // HeaderCorrelationID is the header that [WithCorrelationID] sets: a
 // caller's name for a group of entries, such as the request or the export
 // job that enqueued them. [ListByCorrelation] and [Watcher.FollowCorrelation]

@@ -90,10 +90,19 @@ type Config struct {
 	// Default OrderingSkipDead.
 	OrderingDeadPolicy OrderingDeadPolicy
 
-	// MaxPayloadBytes: entries with a larger payload (possible only through
-	// plain SQL inserts) are dead-lettered with ErrPayloadTooLarge instead
-	// of being decoded. Default outbox.DefaultMaxPayloadBytes (1 MiB).
+	// MaxPayloadBytes: entries with a larger payload, or with headers over
+	// outbox.MaxHeadersBytes (possible only through plain SQL inserts), are
+	// dead-lettered with ErrPayloadTooLarge. The database measures them in
+	// the claim: the relay never fetches such an entry's payload or
+	// headers. Default outbox.DefaultMaxPayloadBytes (1 MiB).
 	MaxPayloadBytes int
+
+	// MaxClaimBytes bounds the payload and header bytes (their JSON text)
+	// that one claim fetches: a claim takes entries in order while their
+	// sizes add up to at most this, and always at least one. With the
+	// prefetch, a queue holds at most about two claims' worth in memory.
+	// Default 16 MiB; range 1 KiB–1 GiB.
+	MaxClaimBytes int
 
 	// ShutdownTimeout is how long Run waits, once its context is done, for
 	// running handlers to finish before cancelling them (cause ErrShutdown)
@@ -129,6 +138,10 @@ type Config struct {
 	VacuumThreshold int
 
 	// ID names this relay in lease_owner and logs. Default host-pid-random.
+	// It must be unique among the relays running against one database: after
+	// a claim whose result was lost (a dropped connection, a timeout), a
+	// relay hands back the entries leased under its ID that it does not
+	// know of, without counting the attempt.
 	ID string
 
 	// Logger receives the relay's logs. Default slog.Default().
@@ -220,6 +233,7 @@ func (c Config) withDefaults() (Config, error) {
 		intField("ClaimBatchSize", &c.ClaimBatchSize, 100, 1, maxClaimBatch),
 		intField("CompleteBatchSize", &c.CompleteBatchSize, 500, 1, maxCompleteBatch),
 		intField("MaxPayloadBytes", &c.MaxPayloadBytes, outbox.DefaultMaxPayloadBytes, 1, 1<<30),
+		intField("MaxClaimBytes", &c.MaxClaimBytes, 16<<20, 1<<10, 1<<30),
 		intField("RetentionBatchSize", &c.RetentionBatchSize, 1000, 1, 100000),
 		durField("PollInterval", &c.PollInterval, time.Second, 10*time.Millisecond),
 		durField("LeaseDuration", &c.LeaseDuration, 30*time.Second, 100*time.Millisecond),

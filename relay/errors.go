@@ -30,12 +30,15 @@ var (
 	ErrAlreadyRunning = errors.New("relay: already running")
 
 	// ErrPayloadTooLarge is the dead-letter reason of an entry whose payload
-	// exceeds Config.MaxPayloadBytes (possible for rows written with plain
-	// SQL, which bypasses the producer's check).
+	// exceeds Config.MaxPayloadBytes, or whose headers exceed
+	// outbox.MaxHeadersBytes (possible for rows written with plain SQL,
+	// which bypasses the producer's checks). The relay never fetches such
+	// an entry's payload or headers.
 	ErrPayloadTooLarge = errors.New("relay: payload too large")
 
-	// ErrNotMigrated is returned by Run when the outbox tables are missing.
-	ErrNotMigrated = errors.New("relay: outbox tables not found; run migrations.Up or `txoutbox migrate up`")
+	// ErrNotMigrated is returned by Run when the outbox tables are missing
+	// or older than the schema version this relay needs (version 5).
+	ErrNotMigrated = errors.New("relay: outbox schema missing or too old; run migrations.Up or `txoutbox migrate up`")
 )
 
 // ConfigError describes one invalid Config field or registration.

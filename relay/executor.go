@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/txoutbox/txoutbox/internal/store"
+	"github.com/txoutbox/txoutbox/outbox"
 )
 
 // maxErrorLen bounds the error text stored in last_error.
@@ -47,9 +48,8 @@ func (r *Relay) execute(q *queue, c *store.Claimed, le *leaseEntry) {
 		r.submit(completion{out: store.Outcome{ID: c.ID, Attempt: c.Attempt, State: store.StateDone}, lease: le, queue: q, claimed: c, event: e})
 		return
 	}
-	if len(c.Payload) > r.cfg.MaxPayloadBytes {
-		err := Permanent(fmt.Errorf("%w: %d bytes, over the relay's limit of %d", ErrPayloadTooLarge, len(c.Payload), r.cfg.MaxPayloadBytes))
-		r.submit(r.decide(h, c, le, err, nil, base))
+	if err := r.checkSize(c); err != nil {
+		r.submit(r.decide(h, c, le, Permanent(err), nil, base))
 		return
 	}
 
@@ -295,4 +295,17 @@ func (r *Relay) wakeAfter(q *queue, c *store.Claimed, delay time.Duration, state
 	case c.OrderingKey != nil:
 		q.signal(q.wake)
 	}
+}
+
+// checkSize reports an entry over the relay's payload limit or over
+// outbox.MaxHeadersBytes of headers. The claim measured both in the
+// database and fetched neither for such an entry.
+func (r *Relay) checkSize(c *store.Claimed) error {
+	if int(c.PayloadBytes) > r.cfg.MaxPayloadBytes {
+		return fmt.Errorf("%w: %d bytes, over the relay's limit of %d (not fetched)", ErrPayloadTooLarge, c.PayloadBytes, r.cfg.MaxPayloadBytes)
+	}
+	if int(c.HeadersBytes) > outbox.MaxHeadersBytes {
+		return fmt.Errorf("%w: headers of %d bytes, over the limit of %d (not fetched)", ErrPayloadTooLarge, c.HeadersBytes, outbox.MaxHeadersBytes)
+	}
+	return nil
 }

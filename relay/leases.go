@@ -55,6 +55,17 @@ func (t *leaseTable) setFinishing(le *leaseEntry) {
 	t.mu.Unlock()
 }
 
+// ids lists the entries this relay holds leases on.
+func (t *leaseTable) ids() []int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]int64, 0, len(t.m))
+	for id := range t.m {
+		out = append(out, id)
+	}
+	return out
+}
+
 func (t *leaseTable) len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()

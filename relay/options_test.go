@@ -100,7 +100,7 @@ func TestPollingWithoutListen(t *testing.T) {
 	r := startRelay(t, db.Pool, cfg)
 	id := enqueue(t, db.Pool, ping{})
 	ev.wait(t, entryKind(id, relay.EventDone))
-	if r.ListenerConnected() || ev.count(relay.EventListenerUp) != 0 {
+	if r.Listening() || ev.count(relay.EventListenerUp) != 0 {
 		t.Fatal("listener ran although disabled")
 	}
 }

@@ -13,11 +13,12 @@ import (
 
 	"github.com/txoutbox/txoutbox/internal/notifier"
 	"github.com/txoutbox/txoutbox/internal/store"
+	"github.com/txoutbox/txoutbox/outbox"
 )
 
 // NotifyChannel is the Postgres channel that the schema's insert trigger
-// notifies, with the queue name as payload.
-const NotifyChannel = "txoutbox"
+// notifies, with the queue name as payload: [outbox.NotifyChannel].
+const NotifyChannel = outbox.NotifyChannel
 
 // Relay claims committed outbox entries and dispatches them to handlers.
 // Create it with New and run it with Run. Any number of relays — goroutines,
@@ -44,6 +45,11 @@ type Relay struct {
 	// writeMu keeps lease renewal apart from outcome writes: a renewal
 	// never sees an entry settled under it.
 	writeMu sync.Mutex
+
+	// loseClaimResult, set by tests only (export_test.go), drops the result
+	// of a committed claim when it returns true, as a connection that
+	// breaks after the commit would.
+	loseClaimResult func() bool
 }
 
 // queue is one queue's worker pool and wake-up signals.
@@ -160,9 +166,10 @@ func New(pool *pgxpool.Pool, cfg Config) (*Relay, error) {
 // ID returns the relay's name as recorded in lease_owner.
 func (r *Relay) ID() string { return r.cfg.ID }
 
-// ListenerConnected reports whether the LISTEN connection is up (always
-// false with DisableListen). Useful for readiness checks.
-func (r *Relay) ListenerConnected() bool {
+// Listening reports whether the LISTEN connection is up (always false with
+// DisableListen), as outbox.Watcher.Listening does for a watcher. Useful
+// for readiness checks.
+func (r *Relay) Listening() bool {
 	return r.listener != nil && r.listener.Connected()
 }
 
@@ -298,20 +305,33 @@ func waitGroupTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 
 // claimLoop claims entries of q whenever it has room and is woken
 // (notification, poll tick, freed slot after a full queue, local hint).
+//
+// Producers that commit while another transaction of the queue is
+// notifying skip their own notification (schema version 5, docs/schema.md),
+// and their entries may become visible only after the claim that answered
+// the wake-up. So the loop never goes back to sleep on a claim that came
+// back short unless that claim started after store.ProducersQuiet saw no
+// producer of the queue committing: every skipped entry is then visible to
+// it. While producers are committing, it asks again after a short pause
+// (1 ms, doubling up to quietRecheckMax) until none is.
 func (r *Relay) claimLoop(ctx context.Context, q *queue) {
 	poll := time.NewTicker(r.cfg.PollInterval)
 	defer poll.Stop()
-	// After a wake-up, claim again a moment later, twice: producers that
-	// committed together with the one that notified skipped their own
-	// notification (schema version 4), and their entries may have become
-	// visible only after this claim ran.
-	trail := time.NewTimer(time.Hour)
-	trail.Stop()
-	defer trail.Stop()
-	trailing := 0 // trailing claims still to come
+	recheck := time.NewTimer(time.Hour)
+	recheck.Stop()
+	defer recheck.Stop()
+	pause := time.Duration(0) // the last recheck pause; 0 after a quiet check
 	failing := false
+	// unknown: a claim failed after it may have committed; its entries
+	// are leased to this relay, which does not know them. They are handed
+	// back before the next claim.
+	unknown := false
+	// check: ask for committing producers before the next claim. Woken by
+	// a notification or a timer, the first claim is likely to come back
+	// short, so it asks first; after a freed slot it claims at once.
+	check := true
 	for {
-		full := false
+		full, waiting := false, false
 		for ctx.Err() == nil {
 			n := min(cap(q.slots)-len(q.slots), r.cfg.ClaimBatchSize)
 			if n <= 0 || (n < q.minClaim && len(q.slots) > 0) {
@@ -320,7 +340,7 @@ func (r *Relay) claimLoop(ctx context.Context, q *queue) {
 				full = true
 				break
 			}
-			got, err := r.claim(ctx, q, n)
+			quiet, got, err := r.claimRound(ctx, q, n, check, &unknown)
 			if err != nil {
 				r.observe(Event{Kind: EventError, Queue: q.name, Err: err})
 				if !failing {
@@ -333,43 +353,93 @@ func (r *Relay) claimLoop(ctx context.Context, q *queue) {
 				r.log.Info("txoutbox: claiming again", "queue", q.name)
 				failing = false
 			}
-			if got < n {
+			if got > 0 {
+				pause = 0
+			}
+			if got == n {
+				check = false // more may be there: claim again at once
+				continue
+			}
+			if quiet {
+				break // every committed entry was visible to this claim
+			}
+			if check {
+				waiting = true // a producer is committing: ask again shortly
 				break
 			}
+			check = true
 		}
 		var freed chan struct{}
 		if full {
 			freed = q.freed
 		}
+		if waiting {
+			pause = min(max(2*pause, time.Millisecond), quietRecheckMax, r.cfg.PollInterval)
+			recheck.Reset(pause)
+		}
+		check = true
 		select {
 		case <-ctx.Done():
 			return
 		case <-q.wake:
-			trailing = 2
-			trail.Reset(firstTrailingClaim)
-		case <-trail.C:
-			if trailing--; trailing > 0 {
-				trail.Reset(secondTrailingClaim - firstTrailingClaim)
-			}
+		case <-recheck.C:
 		case <-poll.C:
 		case <-freed:
+			check = false
 		}
+		recheck.Stop()
 	}
 }
 
-// The delays, after the last wake-up, of the two claims a queue makes for
-// entries whose producers did not notify.
-const (
-	firstTrailingClaim  = 10 * time.Millisecond
-	secondTrailingClaim = 50 * time.Millisecond
-)
+// quietRecheckMax is the longest pause between two checks for producers
+// that are still committing. Only a transaction that holds its commit open
+// (SET CONSTRAINTS ALL IMMEDIATE, then a long wait) keeps a queue at it.
+const quietRecheckMax = 50 * time.Millisecond
+
+// claimRound hands back the entries of a lost claim if there are any, asks
+// whether producers of q are committing (when check is set; quiet is false
+// otherwise), then claims up to n entries.
+func (r *Relay) claimRound(ctx context.Context, q *queue, n int, check bool, unknown *bool) (quiet bool, got int, err error) {
+	// Not cancelled by shutdown halfway, like the claim itself.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
+	defer cancel()
+	if *unknown {
+		handed, err := store.HandBackUnknown(cctx, r.pool, q.name, r.cfg.ID, r.leases.ids())
+		if err != nil {
+			return false, 0, err
+		}
+		*unknown = false
+		if handed > 0 {
+			r.log.Info("txoutbox: handed back the entries of a claim whose result was lost; their attempt does not count",
+				"queue", q.name, "entries", handed)
+		}
+	}
+	if check {
+		if quiet, err = store.ProducersQuiet(cctx, r.pool, q.name); err != nil {
+			return false, 0, err
+		}
+	}
+	got, err = r.claim(ctx, q, n)
+	if err != nil {
+		// The claim may have committed before its result was lost.
+		*unknown = true
+		return false, 0, err
+	}
+	return quiet, got, nil
+}
+
+// errClaimResultLost is the error of a claim whose result a test dropped.
+var errClaimResultLost = errors.New("claim result lost (test)")
+
+// claimTimeout bounds one claim round's statements.
+const claimTimeout = 30 * time.Second
 
 // claim claims up to n entries and starts a handler for each. It returns
 // how many it claimed.
 func (r *Relay) claim(ctx context.Context, q *queue, n int) (int, error) {
 	// The claim commits on its own; it is not cancelled by shutdown halfway,
 	// so that no entry ends up leased by a relay that never learned of it.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
 	defer cancel()
 	claimStart := time.Now() // leases run from before the claim, on the safe side
 	claimed, err := store.Claim(cctx, r.pool, store.ClaimParams{
@@ -381,12 +451,19 @@ func (r *Relay) claim(ctx context.Context, q *queue, n int) (int, error) {
 		Now:         r.now(),
 		BlockOnDead: r.cfg.OrderingDeadPolicy == OrderingBlockOnDead,
 		ProbeKeys:   r.probeKeys,
+
+		MaxPayloadBytes: r.cfg.MaxPayloadBytes,
+		MaxHeadersBytes: outbox.MaxHeadersBytes,
+		MaxBytes:        int64(r.cfg.MaxClaimBytes),
 	})
 	if err != nil {
 		return 0, err
 	}
 	if len(claimed) == 0 {
 		return 0, nil
+	}
+	if r.loseClaimResult != nil && r.loseClaimResult() {
+		return 0, errClaimResultLost
 	}
 	r.observe(Event{Kind: EventClaimed, Queue: q.name, Count: len(claimed)})
 	for i := range claimed {

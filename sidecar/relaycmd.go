@@ -237,7 +237,7 @@ func (s *server) notReady(ctx context.Context) []string {
 	if err := pool.Ping(pctx); err != nil {
 		out = append(out, "database unreachable: "+err.Error())
 	}
-	if r != nil && r.ListenerEnabled() && !r.ListenerConnected() {
+	if r != nil && r.ListenerEnabled() && !r.Listening() {
 		out = append(out, "LISTEN connection down")
 	}
 	return out

@@ -10,9 +10,20 @@ package store
 // mark, decides eligibility, so entries committed out of id order are never
 // skipped. $8 asks for the processed-key probe (false when none of the
 // relay's handlers uses processed keys).
+//
+// Sizes are checked here, so that the relay never fetches more than it may
+// hold. An entry whose payload is over $9 bytes or whose headers are over
+// $10 (their JSON text; 0 means no limit) is claimed like any other but
+// returned without its payload and headers, only their sizes: the relay
+// dead-letters it. The others are claimed in order only while their bytes
+// add up to at most $11 (0: no budget); the first always is. Rows picked
+// beyond the budget stay pending, and their row locks end with the
+// statement.
 const sqlClaim = `
 WITH picked AS (
-	SELECT e.id
+	SELECT e.id, e.priority, e.run_at,
+		octet_length(e.payload::text) AS payload_bytes,
+		octet_length(e.headers::text) AS headers_bytes
 	FROM outbox_entries e
 	WHERE e.state = 'pending'
 	  AND e.queue = $1::text
@@ -27,22 +38,62 @@ WITH picked AS (
 	ORDER BY e.priority DESC, e.run_at, e.id
 	LIMIT $4
 	FOR UPDATE SKIP LOCKED
+),
+sized AS (
+	SELECT s.*, sum(CASE WHEN s.fits THEN s.payload_bytes + s.headers_bytes ELSE 0 END)
+		OVER (ORDER BY s.priority DESC, s.run_at, s.id ROWS UNBOUNDED PRECEDING) AS running_bytes,
+		row_number() OVER (ORDER BY s.priority DESC, s.run_at, s.id) AS n
+	FROM (SELECT p.*, ($9::int = 0 OR p.payload_bytes <= $9::int)
+		AND ($10::int = 0 OR p.headers_bytes <= $10::int) AS fits FROM picked p) s
 )
 UPDATE outbox_entries e
 SET state = 'running',
     attempt = e.attempt + 1,
     lease_until = coalesce($3::timestamptz, now()) + $5::bigint * interval '1 microsecond',
     lease_owner = $6::text
-FROM picked
-WHERE e.id = picked.id
+FROM sized s
+WHERE e.id = s.id AND (s.n = 1 OR $11::bigint = 0 OR s.running_bytes <= $11::bigint)
 RETURNING e.id, e.topic, e.key, e.ordering_key, e.queue, e.priority,
-	e.attempt, e.attempt_base, e.max_attempts, e.payload, e.headers,
+	e.attempt, e.attempt_base, e.max_attempts,
+	CASE WHEN s.fits THEN e.payload END, CASE WHEN s.fits THEN e.headers END,
+	s.payload_bytes, s.headers_bytes,
 	e.created_at, e.run_at, e.key_generated,
 	-- A generated key cannot repeat: no probe. OFFSET 0 keeps the probe a
 	-- per-row index lookup: as a hashed subplan it would read the whole
 	-- keys table on every claim.
 	CASE WHEN e.key_generated OR NOT $8::bool THEN false
 	ELSE EXISTS (SELECT 1 FROM outbox_processed_keys k WHERE k.scope = e.topic AND k.key = e.key OFFSET 0) END`
+
+// sqlProducersQuiet reports whether no transaction inserting into queue $1
+// is between the start of its commit and the moment its entries become
+// visible: the schema's trigger (version 5) holds advisory lock (7310533,
+// hashtext(queue)) in shared mode for that span, and an exclusive try-lock
+// succeeds only when nobody holds it. The lock is released when the
+// statement's own transaction ends, at once; a producer that asks for it
+// meanwhile waits for that instant only. A claim that starts after this
+// returned true sees every entry of a producer that skipped its
+// notification because an earlier one was notifying (docs/schema.md).
+const sqlProducersQuiet = `SELECT pg_try_advisory_xact_lock(7310533, hashtext($1::text))`
+
+// sqlHandBackUnknown returns to pending the running entries of queue $1
+// leased under owner $2 other than ids $3: after a claim whose result the
+// relay never received (the statement may have committed), those are
+// entries leased to a relay that does not know it holds them. Nothing ran
+// them, so the attempt does not count (attempt_base moves with it, as at a
+// hand-back). The partial lease index holds only running entries.
+const sqlHandBackUnknown = `
+UPDATE outbox_entries e
+SET state = 'pending',
+    attempt_base = e.attempt_base + 1,
+    lease_until = NULL,
+    lease_owner = NULL
+WHERE e.state = 'running' AND e.queue = $1::text AND e.lease_owner = $2::text
+  AND e.id <> ALL($3::bigint[])
+RETURNING e.id`
+
+// NotifyChannel is the channel on which the schema's insert trigger (and
+// outbox.Replay) wake relays; the payload is a queue name.
+const NotifyChannel = "txoutbox"
 
 // ProgressChannel is the channel on which the relay's statements announce
 // entries whose state changed (finished, retried, handed back, rescued): the
@@ -259,7 +310,8 @@ WHERE c.oid = 'outbox_entries'::regclass`
 
 // sqlTryVacuumLock takes the session advisory lock that lets one relay at a
 // time vacuum outbox_entries. Key spaces: 7310531 is the schema's
-// notification lock (version 4), 7310532 the relays'.
+// notification lock (version 4), 7310532 the relays', 7310533 the
+// producers' commit lock (version 5).
 const sqlTryVacuumLock = `SELECT pg_try_advisory_lock(7310532, 1)`
 const sqlVacuumUnlock = `SELECT pg_advisory_unlock(7310532, 1)`
 
@@ -279,5 +331,11 @@ const (
 )
 
 // sqlCheckSchema fails with undefined_table or undefined_column when the
-// migrations the relay needs (up to version 3) have not run.
-const sqlCheckSchema = `SELECT count(*) FROM (SELECT key_generated FROM outbox_entries LIMIT 0) a, (SELECT 1 FROM outbox_processed_keys LIMIT 0) b`
+// migrations the relay needs up to version 3 have not run, and returns
+// whether version 5 has (its headers constraint exists): the relay's
+// wake-up relies on version 5's trigger.
+const sqlCheckSchema = `
+SELECT (SELECT count(*) FROM (SELECT key_generated FROM outbox_entries LIMIT 0) a)
+	+ (SELECT count(*) FROM (SELECT 1 FROM outbox_processed_keys LIMIT 0) b) = 0
+	AND EXISTS (SELECT 1 FROM pg_constraint
+		WHERE conrelid = 'outbox_entries'::regclass AND conname = 'outbox_entries_headers_check')`

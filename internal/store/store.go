@@ -20,8 +20,9 @@ type DBTX interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// ErrNotMigrated is returned by CheckSchema when the outbox tables are missing.
-var ErrNotMigrated = errors.New("txoutbox tables not found: run the migrations first (migrations.Up or `txoutbox migrate up`)")
+// ErrNotMigrated is returned by CheckSchema when the outbox tables are
+// missing or older than version 5.
+var ErrNotMigrated = errors.New("txoutbox schema missing or too old: run the migrations first (migrations.Up or `txoutbox migrate up`)")
 
 // State values as stored.
 const (
@@ -42,10 +43,14 @@ type Claimed struct {
 	Attempt     int32 // the fencing token: claims so far, never decreasing
 	AttemptBase int32 // claims that do not count against MaxAttempts
 	MaxAttempts int32
-	Payload     []byte
-	Headers     []byte
-	CreatedAt   time.Time
-	RunAt       time.Time
+	Payload     []byte // nil when over ClaimParams.MaxPayloadBytes or MaxHeadersBytes
+	Headers     []byte // nil likewise
+	// PayloadBytes and HeadersBytes are the sizes of the payload's and the
+	// headers' JSON text, measured by the database.
+	PayloadBytes int32
+	HeadersBytes int32
+	CreatedAt    time.Time
+	RunAt        time.Time
 	// KeyGenerated reports a key that no producer chose: it cannot repeat,
 	// so processed-key bookkeeping is skipped for it.
 	KeyGenerated bool
@@ -68,6 +73,13 @@ type ClaimParams struct {
 	// ProbeKeys asks whether each claimed entry's key was processed
 	// (Claimed.Processed); false skips the lookup.
 	ProbeKeys bool
+	// MaxPayloadBytes and MaxHeadersBytes: an entry over either is claimed
+	// without its payload and headers (only their sizes); 0 means no limit.
+	MaxPayloadBytes int
+	MaxHeadersBytes int
+	// MaxBytes bounds the payload and header bytes one claim returns (the
+	// first entry is always claimed); 0 means no bound.
+	MaxBytes int64
 }
 
 func micros(d time.Duration) int64 { return d.Microseconds() }
@@ -83,7 +95,8 @@ const customPlan = pgx.QueryExecModeCacheDescribe
 // Claim leases up to p.Limit runnable entries in one short transaction (the
 // statement itself) and returns them.
 func Claim(ctx context.Context, db DBTX, p ClaimParams) ([]Claimed, error) {
-	rows, err := db.Query(ctx, sqlClaim, p.Queue, p.Topics, p.Now, p.Limit, micros(p.Lease), p.Owner, p.BlockOnDead, p.ProbeKeys)
+	rows, err := db.Query(ctx, sqlClaim, p.Queue, p.Topics, p.Now, p.Limit, micros(p.Lease), p.Owner, p.BlockOnDead, p.ProbeKeys,
+		p.MaxPayloadBytes, p.MaxHeadersBytes, p.MaxBytes)
 	if err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
@@ -91,7 +104,7 @@ func Claim(ctx context.Context, db DBTX, p ClaimParams) ([]Claimed, error) {
 		var c Claimed
 		err := row.Scan(&c.ID, &c.Topic, &c.Key, &c.OrderingKey, &c.Queue, &c.Priority,
 			&c.Attempt, &c.AttemptBase, &c.MaxAttempts, &c.Payload, &c.Headers,
-			&c.CreatedAt, &c.RunAt, &c.KeyGenerated, &c.Processed)
+			&c.PayloadBytes, &c.HeadersBytes, &c.CreatedAt, &c.RunAt, &c.KeyGenerated, &c.Processed)
 		return c, err
 	})
 	if err != nil {
@@ -103,6 +116,34 @@ func Claim(ctx context.Context, db DBTX, p ClaimParams) ([]Claimed, error) {
 		return cmp.Or(cmp.Compare(b.Priority, a.Priority), a.RunAt.Compare(b.RunAt), cmp.Compare(a.ID, b.ID))
 	})
 	return out, nil
+}
+
+// ProducersQuiet reports whether no transaction that inserted entries of
+// queue is committing right now (between the start of its commit and the
+// moment its entries become visible). A claim that starts after it returned
+// true sees the entries of every producer that skipped its notification
+// before the call. It needs schema version 5.
+func ProducersQuiet(ctx context.Context, db DBTX, queue string) (bool, error) {
+	var quiet bool
+	if err := db.QueryRow(ctx, sqlProducersQuiet, queue).Scan(&quiet); err != nil {
+		return false, fmt.Errorf("check for committing producers: %w", err)
+	}
+	return quiet, nil
+}
+
+// HandBackUnknown returns to pending, without counting the attempt, the
+// running entries of queue leased under owner whose ids are not in known,
+// and returns how many there were. A relay calls it after a claim failed
+// in a way that may have committed, with the ids of every lease it holds.
+func HandBackUnknown(ctx context.Context, db DBTX, queue, owner string, known []int64) (int, error) {
+	if known == nil {
+		known = []int64{}
+	}
+	tag, err := db.Exec(ctx, sqlHandBackUnknown, queue, owner, known)
+	if err != nil {
+		return 0, fmt.Errorf("hand back unknown leases: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
 }
 
 // Outcome is the result of one attempt, to be applied by Complete.
@@ -329,16 +370,20 @@ func FindUnhandled(ctx context.Context, db DBTX, now *time.Time, topics, queues 
 	return out, nil
 }
 
-// CheckSchema verifies that the outbox tables exist.
+// CheckSchema verifies that the outbox tables exist at schema version 5 or
+// later (the relay's wake-up needs version 5's trigger).
 func CheckSchema(ctx context.Context, db DBTX) error {
-	var n int64
-	err := db.QueryRow(ctx, sqlCheckSchema).Scan(&n)
+	var v5 bool
+	err := db.QueryRow(ctx, sqlCheckSchema).Scan(&v5)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "42703") {
 		return fmt.Errorf("%w (%s)", ErrNotMigrated, pgErr.Message)
 	}
 	if err != nil {
 		return fmt.Errorf("check schema: %w", err)
+	}
+	if !v5 {
+		return fmt.Errorf("%w (the schema is older than version 5)", ErrNotMigrated)
 	}
 	return nil
 }

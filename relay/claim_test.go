@@ -1,0 +1,157 @@
+package relay_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/txoutbox/txoutbox/outbox"
+	"github.com/txoutbox/txoutbox/outbox/outboxtest"
+	"github.com/txoutbox/txoutbox/relay"
+)
+
+// A claim that committed but whose result never reached the relay (the
+// connection broke after the commit) leaves entries leased to a relay that
+// does not know it holds them. The relay hands them back before its next
+// claim, without counting the attempt: each entry later runs once, as
+// attempt 1, instead of waiting for its lease to expire and being rescued
+// with an attempt used.
+func TestLostClaimResultCostsNoAttempt(t *testing.T) {
+	t.Parallel()
+	db := outboxtest.New(t)
+	ev := newEvents()
+	var mu sync.Mutex
+	attempts := map[int64][]int{}
+	h := relay.NewHandlers()
+	relay.Handle(h, func(_ context.Context, e *relay.Entry[ping]) error {
+		mu.Lock()
+		attempts[e.ID] = append(attempts[e.ID], e.Attempt)
+		mu.Unlock()
+		return nil
+	})
+	cfg := fastConfig(h, ev)
+	cfg.ID = "lost-claim-relay"
+	cfg.LeaseDuration = outboxtestLongLease
+	cfg.HeartbeatInterval = outboxtestLongLease / 3
+	r, err := relay.New(db.Pool, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lost atomic.Int32
+	relay.LoseClaimResults(r, func() bool { return lost.Add(1) == 1 }) // the first claim only
+
+	res, err := outbox.EnqueueBatch(context.Background(), db.Pool, []outbox.Item{
+		outbox.NewItem(ping{N: 1}), outbox.NewItem(ping{N: 2}), outbox.NewItem(ping{N: 3}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	for _, e := range res {
+		ev.wait(t, entryKind(e.ID, relay.EventDone))
+	}
+	if lost.Load() < 2 {
+		t.Fatalf("the relay claimed %d times; the test needs a lost claim and a later one", lost.Load())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, e := range res {
+		if got := attempts[e.ID]; len(got) != 1 || got[0] != 1 {
+			t.Errorf("entry %d ran as attempts %v; want [1]", e.ID, got)
+		}
+		if got := getEntry(t, db.Pool, e.ID); got.Attempt != 1 {
+			t.Errorf("entry %d ended with %d counted attempts; want 1", e.ID, got.Attempt)
+		}
+	}
+}
+
+// outboxtestLongLease is a lease far longer than the test: an entry of a
+// lost claim would wait for it (and for the rescuer) without the hand-back.
+const outboxtestLongLease = 10 * hangGuard
+
+// Rows written with plain SQL whose payload or headers are over the
+// relay's limits are dead-lettered by the claim's measurements, without
+// being fetched, and a valid entry committed with them runs as attempt 1
+// (the issue's reproduction, scaled down: ten 60 MB rows stalled every
+// claim of the queue, and the valid entry died of a lease nobody held).
+func TestOversizedRowsAreDeadLetteredWithoutStallingTheQueue(t *testing.T) {
+	t.Parallel()
+	db := outboxtest.New(t)
+	ctx := context.Background()
+	ev := newEvents()
+	var ran atomic.Int32
+	h := relay.NewHandlers()
+	relay.Handle(h, func(_ context.Context, e *relay.Entry[ping]) error {
+		ran.Add(1)
+		if e.Attempt != 1 {
+			t.Errorf("valid entry ran as attempt %d", e.Attempt)
+		}
+		return nil
+	})
+	cfg := fastConfig(h, ev)
+	cfg.MaxPayloadBytes = 4 << 10
+	cfg.MaxClaimBytes = 1 << 10
+	startRelay(t, db.Pool, cfg)
+
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	var valid int64
+	if err := tx.QueryRow(ctx, `INSERT INTO outbox_entries (topic, key, payload, max_attempts)
+		VALUES ('test.ping', 'innocent', '{"n": 1}', 1) RETURNING id`).Scan(&valid); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := tx.Query(ctx, `INSERT INTO outbox_entries (topic, key, payload, headers)
+		SELECT 'test.ping', 'huge-' || g,
+			CASE WHEN g <= 5 THEN jsonb_build_object('n', g, 'pad', repeat('a', 200000)) ELSE '{"n": 0}' END,
+			CASE WHEN g > 5 THEN jsonb_build_object('pad', repeat('h', 20000)) ELSE '{}' END
+		FROM generate_series(1, 8) g RETURNING id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var huge []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		huge = append(huge, id)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	ev.wait(t, entryKind(valid, relay.EventDone))
+	for i, id := range huge {
+		dead := ev.wait(t, entryKind(id, relay.EventDead))
+		if !errors.Is(dead.Err, relay.ErrPayloadTooLarge) {
+			t.Errorf("entry %d dead with %v; want ErrPayloadTooLarge", id, dead.Err)
+		}
+		want := "not fetched"
+		if i >= 5 {
+			want = "headers of"
+		}
+		if e := getEntry(t, db.Pool, id); e.Attempt != 1 || e.LastError == nil || !strings.Contains(*e.LastError, want) {
+			t.Errorf("entry %d: attempt %d, last error %v; want attempt 1 and %q", id, e.Attempt, e.LastError, want)
+		}
+	}
+	if ran.Load() != 1 {
+		t.Errorf("the handler ran %d times; want once (the valid entry)", ran.Load())
+	}
+}
