@@ -33,8 +33,26 @@ const (
 	queryTimeout        = 10 * time.Second
 )
 
-// ErrConfig is matched by every error New returns for an invalid Config.
-var ErrConfig = errors.New("dashboard: invalid config")
+// ErrInvalidConfig is matched by every error New returns for an invalid
+// Config; errors.As yields the *ConfigError naming the field.
+var ErrInvalidConfig = errors.New("dashboard: invalid configuration")
+
+// ConfigError describes one invalid Config field (or New's db argument).
+type ConfigError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("dashboard: invalid config %s: %s", e.Field, e.Reason)
+}
+
+// Is reports whether target is ErrInvalidConfig.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+func configErr(field, format string, args ...any) error {
+	return &ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
 
 // Config configures the dashboard. Only Auth is required.
 type Config struct {
@@ -80,25 +98,26 @@ type Handler struct {
 }
 
 // New validates cfg and returns the dashboard over db (normally a
-// *pgxpool.Pool; outbox.SQL adapts database/sql). Errors match ErrConfig.
+// *pgxpool.Pool; outbox.SQL adapts database/sql). Errors for an invalid
+// Config match ErrInvalidConfig and are *ConfigError.
 func New(db outbox.Querier, cfg Config) (*Handler, error) {
 	if db == nil {
-		return nil, fmt.Errorf("%w: nil database", ErrConfig)
+		return nil, configErr("db", "nil database")
 	}
 	if cfg.Auth == nil {
-		return nil, fmt.Errorf("%w: Auth is required (BasicAuth, BearerToken, or AuthFunc behind your own middleware)", ErrConfig)
+		return nil, configErr("Auth", "required (BasicAuth, BearerToken, or AuthFunc behind your own middleware)")
 	}
 	if cfg.Window == 0 {
 		cfg.Window = DefaultWindow
 	}
 	if cfg.Window < time.Minute || cfg.Window > 24*time.Hour {
-		return nil, fmt.Errorf("%w: Window %s is outside 1m–24h", ErrConfig, cfg.Window)
+		return nil, configErr("Window", "%s is outside 1m–24h", cfg.Window)
 	}
 	if cfg.Refresh == 0 {
 		cfg.Refresh = DefaultRefresh
 	}
 	if cfg.Refresh > 0 && cfg.Refresh < time.Second {
-		return nil, fmt.Errorf("%w: Refresh %s is below 1s", ErrConfig, cfg.Refresh)
+		return nil, configErr("Refresh", "%s is below 1s", cfg.Refresh)
 	}
 	for _, f := range []struct {
 		name string
@@ -109,7 +128,7 @@ func New(db outbox.Querier, cfg Config) (*Handler, error) {
 			*f.v = f.def
 		}
 		if *f.v < 1 || *f.v > MaxListLimit {
-			return nil, fmt.Errorf("%w: %s %d is outside 1–%d", ErrConfig, f.name, *f.v, MaxListLimit)
+			return nil, configErr(f.name, "%d is outside 1–%d", *f.v, MaxListLimit)
 		}
 	}
 	if cfg.Title == "" {
@@ -121,7 +140,7 @@ func New(db outbox.Querier, cfg Config) (*Handler, error) {
 	cop := http.NewCrossOriginProtection()
 	for _, o := range cfg.TrustedOrigins {
 		if err := cop.AddTrustedOrigin(o); err != nil {
-			return nil, fmt.Errorf("%w: TrustedOrigins: %w", ErrConfig, err)
+			return nil, configErr("TrustedOrigins", "%v", err)
 		}
 	}
 	tmpl, err := template.New("").Funcs(funcs()).ParseFS(assets, "assets/*.html")

@@ -219,19 +219,33 @@ func TestNewValidatesConfig(t *testing.T) {
 	t.Parallel()
 	db := outboxtest.New(t)
 	auth := dashboard.BearerToken("t")
-	for name, cfg := range map[string]dashboard.Config{
-		"no auth":         {},
-		"short window":    {Auth: auth, Window: time.Second},
-		"fast refresh":    {Auth: auth, Refresh: time.Millisecond},
-		"huge dead limit": {Auth: auth, DeadLimit: dashboard.MaxListLimit + 1},
-		"bad origin":      {Auth: auth, TrustedOrigins: []string{"not a url"}},
+	for _, tc := range []struct {
+		name, field string
+		cfg         dashboard.Config
+	}{
+		{"no auth", "Auth", dashboard.Config{}},
+		{"short window", "Window", dashboard.Config{Auth: auth, Window: time.Second}},
+		{"fast refresh", "Refresh", dashboard.Config{Auth: auth, Refresh: time.Millisecond}},
+		{"huge dead limit", "DeadLimit", dashboard.Config{Auth: auth, DeadLimit: dashboard.MaxListLimit + 1}},
+		{"negative running limit", "RunningLimit", dashboard.Config{Auth: auth, RunningLimit: -1}},
+		{"bad origin", "TrustedOrigins", dashboard.Config{Auth: auth, TrustedOrigins: []string{"not a url"}}},
 	} {
-		if _, err := dashboard.New(db.Pool, cfg); !errors.Is(err, dashboard.ErrConfig) {
-			t.Errorf("%s: New = %v, want ErrConfig", name, err)
-		}
+		_, err := dashboard.New(db.Pool, tc.cfg)
+		checkConfigError(t, tc.name, err, tc.field)
 	}
-	if _, err := dashboard.New(nil, dashboard.Config{Auth: auth}); !errors.Is(err, dashboard.ErrConfig) {
-		t.Errorf("nil database: %v, want ErrConfig", err)
+	_, err := dashboard.New(nil, dashboard.Config{Auth: auth})
+	checkConfigError(t, "nil database", err, "db")
+}
+
+func checkConfigError(t *testing.T, name string, err error, field string) {
+	t.Helper()
+	var ce *dashboard.ConfigError
+	if !errors.Is(err, dashboard.ErrInvalidConfig) || !errors.As(err, &ce) || ce.Field != field {
+		t.Errorf("%s: New = %v, want ErrInvalidConfig naming %s", name, err, field)
+		return
+	}
+	if !strings.HasPrefix(err.Error(), "dashboard: invalid config "+field+": ") {
+		t.Errorf("%s: message %q", name, err)
 	}
 }
 
