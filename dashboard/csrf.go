@@ -66,18 +66,18 @@ func validToken(s string) bool {
 }
 
 // checkAction refuses cross-origin actions and actions without a matching
-// token. The form must be parsed.
-func (h *Handler) checkAction(r *http.Request) error {
+// token, and returns the token. The form must be parsed.
+func (h *Handler) checkAction(r *http.Request) (string, error) {
 	if err := h.cop.Check(r); err != nil {
-		return fmt.Errorf("%w: %v", ErrCrossOrigin, err)
+		return "", fmt.Errorf("%w: %v", ErrCrossOrigin, err)
 	}
 	c, err := r.Cookie(csrfCookie)
 	if err != nil || !validToken(c.Value) {
-		return ErrBadToken
+		return "", ErrBadToken
 	}
 	form := r.PostForm.Get(csrfField)
 	if subtle.ConstantTimeCompare([]byte(form), []byte(c.Value)) != 1 {
-		return ErrBadToken
+		return "", ErrBadToken
 	}
-	return nil
+	return c.Value, nil
 }

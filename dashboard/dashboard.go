@@ -10,7 +10,6 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -34,8 +33,26 @@ const (
 	queryTimeout        = 10 * time.Second
 )
 
-// ErrConfig is matched by every error New returns for an invalid Config.
-var ErrConfig = errors.New("dashboard: invalid config")
+// ErrInvalidConfig is matched by every error New returns for an invalid
+// Config; errors.As yields the *ConfigError naming the field.
+var ErrInvalidConfig = errors.New("dashboard: invalid configuration")
+
+// ConfigError describes one invalid Config field (or New's db argument).
+type ConfigError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("dashboard: invalid config %s: %s", e.Field, e.Reason)
+}
+
+// Is reports whether target is ErrInvalidConfig.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+func configErr(field, format string, args ...any) error {
+	return &ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
 
 // Config configures the dashboard. Only Auth is required.
 type Config struct {
@@ -81,25 +98,26 @@ type Handler struct {
 }
 
 // New validates cfg and returns the dashboard over db (normally a
-// *pgxpool.Pool; outbox.SQL adapts database/sql). Errors match ErrConfig.
+// *pgxpool.Pool; outbox.SQL adapts database/sql). Errors for an invalid
+// Config match ErrInvalidConfig and are *ConfigError.
 func New(db outbox.Querier, cfg Config) (*Handler, error) {
 	if db == nil {
-		return nil, fmt.Errorf("%w: nil database", ErrConfig)
+		return nil, configErr("db", "nil database")
 	}
 	if cfg.Auth == nil {
-		return nil, fmt.Errorf("%w: Auth is required (BasicAuth, BearerToken, or AuthFunc behind your own middleware)", ErrConfig)
+		return nil, configErr("Auth", "required (BasicAuth, BearerToken, or AuthFunc behind your own middleware)")
 	}
 	if cfg.Window == 0 {
 		cfg.Window = DefaultWindow
 	}
 	if cfg.Window < time.Minute || cfg.Window > 24*time.Hour {
-		return nil, fmt.Errorf("%w: Window %s is outside 1m–24h", ErrConfig, cfg.Window)
+		return nil, configErr("Window", "%s is outside 1m–24h", cfg.Window)
 	}
 	if cfg.Refresh == 0 {
 		cfg.Refresh = DefaultRefresh
 	}
 	if cfg.Refresh > 0 && cfg.Refresh < time.Second {
-		return nil, fmt.Errorf("%w: Refresh %s is below 1s", ErrConfig, cfg.Refresh)
+		return nil, configErr("Refresh", "%s is below 1s", cfg.Refresh)
 	}
 	for _, f := range []struct {
 		name string
@@ -110,7 +128,7 @@ func New(db outbox.Querier, cfg Config) (*Handler, error) {
 			*f.v = f.def
 		}
 		if *f.v < 1 || *f.v > MaxListLimit {
-			return nil, fmt.Errorf("%w: %s %d is outside 1–%d", ErrConfig, f.name, *f.v, MaxListLimit)
+			return nil, configErr(f.name, "%d is outside 1–%d", *f.v, MaxListLimit)
 		}
 	}
 	if cfg.Title == "" {
@@ -122,7 +140,7 @@ func New(db outbox.Querier, cfg Config) (*Handler, error) {
 	cop := http.NewCrossOriginProtection()
 	for _, o := range cfg.TrustedOrigins {
 		if err := cop.AddTrustedOrigin(o); err != nil {
-			return nil, fmt.Errorf("%w: TrustedOrigins: %w", ErrConfig, err)
+			return nil, configErr("TrustedOrigins", "%v", err)
 		}
 	}
 	tmpl, err := template.New("").Funcs(funcs()).ParseFS(assets, "assets/*.html")
@@ -191,10 +209,9 @@ func (h *Handler) newPage(w http.ResponseWriter, r *http.Request) (page, error) 
 	if err != nil {
 		return page{}, err
 	}
-	p := page{Title: h.cfg.Title, Base: base(r.URL.Path), CSRF: tok, Flash: flash(r.URL.Query())}
 	q := r.URL.Query()
+	p := page{Title: h.cfg.Title, Base: base(r.URL.Path), CSRF: tok, Flash: readFlash(tok, q.Get("flash"), time.Now())}
 	q.Del("flash")
-	q.Del("n")
 	last := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
 	p.RefreshURL = "./" + last
 	if len(q) > 0 {
@@ -210,32 +227,6 @@ func base(path string) string {
 		return "./"
 	}
 	return strings.Repeat("../", depth)
-}
-
-// flash is the message for the outcome of an action, carried in the
-// redirect's query.
-func flash(q url.Values) string {
-	n, _ := strconv.ParseInt(q.Get("n"), 10, 64)
-	switch q.Get("flash") {
-	case "retried":
-		if n == 0 {
-			return "Nothing was retried: no selected entry is dead any more."
-		}
-		return fmt.Sprintf("Returned %s to pending, with a fresh set of attempts.", plural(n, "dead entry", "dead entries"))
-	case "discarded":
-		if n == 0 {
-			return "Nothing was discarded: the entry is no longer dead."
-		}
-		return fmt.Sprintf("Discarded %s for good.", plural(n, "entry", "entries"))
-	}
-	return ""
-}
-
-func plural(n int64, one, many string) string {
-	if n == 1 {
-		return "1 " + one
-	}
-	return fmt.Sprintf("%d %s", n, many)
 }
 
 func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, name string, data any) {
@@ -371,21 +362,23 @@ func (h *Handler) entry(w http.ResponseWriter, r *http.Request) {
 	h.render(w, r, http.StatusOK, "entry.html", ep)
 }
 
-// action parses an action's form and checks it; it answers and returns
-// false when the action is refused.
-func (h *Handler) action(w http.ResponseWriter, r *http.Request) bool {
+// action parses an action's form and checks it, returning the browser's
+// CSRF token (which signs the flash message); it answers and returns false
+// when the action is refused.
+func (h *Handler) action(w http.ResponseWriter, r *http.Request) (tok string, ok bool) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	if err := r.ParseForm(); err != nil {
 		h.fail(w, r, http.StatusBadRequest, "The form could not be read.", err)
-		return false
+		return "", false
 	}
-	if err := h.checkAction(r); err != nil {
+	tok, err := h.checkAction(r)
+	if err != nil {
 		h.cfg.Logger.Warn("txoutbox: dashboard: action refused", "path", r.URL.Path, "origin", r.Header.Get("Origin"),
 			"sec_fetch_site", r.Header.Get("Sec-Fetch-Site"), "error", err)
 		h.fail(w, r, http.StatusForbidden, "The action was refused: it did not come from this dashboard's own page. Reload the page and try again.", nil)
-		return false
+		return "", false
 	}
-	return true
+	return tok, true
 }
 
 // formID reads the form's id field; ok is false when it is absent.
@@ -404,7 +397,8 @@ func formID(r *http.Request) (id int64, ok bool, err error) {
 // retry returns one dead entry (form field id) or every dead entry of a
 // topic (form field topic) to pending.
 func (h *Handler) retry(w http.ResponseWriter, r *http.Request) {
-	if !h.action(w, r) {
+	tok, ok := h.action(w, r)
+	if !ok {
 		return
 	}
 	id, hasID, err := formID(r)
@@ -429,16 +423,18 @@ func (h *Handler) retry(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.cfg.Logger.Info("txoutbox: dashboard: retried dead entries", "id", id, "topic", topic, "count", n)
+	fl := signFlash(tok, flashRetried, n, time.Now())
 	if hasID {
-		seeOther(w, fmt.Sprintf("entries/%d?flash=retried&n=%d", id, n))
+		seeOther(w, fmt.Sprintf("entries/%d?flash=%s", id, fl))
 		return
 	}
-	seeOther(w, fmt.Sprintf("./?flash=retried&n=%d", n))
+	seeOther(w, "./?flash="+fl)
 }
 
 // discard deletes one dead entry (form field id).
 func (h *Handler) discard(w http.ResponseWriter, r *http.Request) {
-	if !h.action(w, r) {
+	tok, ok := h.action(w, r)
+	if !ok {
 		return
 	}
 	id, hasID, err := formID(r)
@@ -454,7 +450,7 @@ func (h *Handler) discard(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.cfg.Logger.Info("txoutbox: dashboard: discarded a dead entry", "id", id, "count", n)
-	seeOther(w, fmt.Sprintf("./?flash=discarded&n=%d", n))
+	seeOther(w, "./?flash="+signFlash(tok, flashDiscarded, n, time.Now()))
 }
 
 // seeOther redirects to a path relative to the action's URL, which is at

@@ -76,11 +76,12 @@ func TestRetryOneRunsTheEntryAgain(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("POST retry: %s\n%s", resp.Status, body)
 	}
-	if loc := resp.Header.Get("Location"); loc != fmt.Sprintf("entries/%d?flash=retried&n=1", id) {
+	loc := resp.Header.Get("Location")
+	if !strings.HasPrefix(loc, fmt.Sprintf("entries/%d?flash=retried.1.", id)) {
 		t.Errorf("Location = %q", loc)
 	}
 	f.rec.Wait(t, id, relay.EventDone)
-	_, body = c.get(fmt.Sprintf("entries/%d?flash=retried&n=1", id))
+	_, body = c.get(loc)
 	for _, want := range []string{`data-state="done"`, `invoices/INV-8.pdf`, `Returned 1 dead entry to pending`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("entry page after retry lacks %q", want)
@@ -97,7 +98,7 @@ func TestRetryTopicAndDiscard(t *testing.T) {
 	tok := c.token()
 
 	resp, _ := c.post("discard", url.Values{"csrf": {tok}, "id": {fmt.Sprint(a)}})
-	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "./?flash=discarded&n=1" {
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "./?flash=discarded.1.") {
 		t.Fatalf("POST discard: %s, Location %q", resp.Status, resp.Header.Get("Location"))
 	}
 	if _, err := outbox.Get(t.Context(), f.db.Pool, a); !errors.Is(err, outbox.ErrNotFound) {
@@ -106,7 +107,7 @@ func TestRetryTopicAndDiscard(t *testing.T) {
 
 	f.broken.Store(false)
 	resp, _ = c.post("retry", url.Values{"csrf": {tok}, "topic": {"invoice.render"}})
-	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "./?flash=retried&n=1" {
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "./?flash=retried.1.") {
 		t.Fatalf("POST retry topic: %s, Location %q", resp.Status, resp.Header.Get("Location"))
 	}
 	f.rec.Wait(t, b, relay.EventDone)
@@ -218,19 +219,33 @@ func TestNewValidatesConfig(t *testing.T) {
 	t.Parallel()
 	db := outboxtest.New(t)
 	auth := dashboard.BearerToken("t")
-	for name, cfg := range map[string]dashboard.Config{
-		"no auth":         {},
-		"short window":    {Auth: auth, Window: time.Second},
-		"fast refresh":    {Auth: auth, Refresh: time.Millisecond},
-		"huge dead limit": {Auth: auth, DeadLimit: dashboard.MaxListLimit + 1},
-		"bad origin":      {Auth: auth, TrustedOrigins: []string{"not a url"}},
+	for _, tc := range []struct {
+		name, field string
+		cfg         dashboard.Config
+	}{
+		{"no auth", "Auth", dashboard.Config{}},
+		{"short window", "Window", dashboard.Config{Auth: auth, Window: time.Second}},
+		{"fast refresh", "Refresh", dashboard.Config{Auth: auth, Refresh: time.Millisecond}},
+		{"huge dead limit", "DeadLimit", dashboard.Config{Auth: auth, DeadLimit: dashboard.MaxListLimit + 1}},
+		{"negative running limit", "RunningLimit", dashboard.Config{Auth: auth, RunningLimit: -1}},
+		{"bad origin", "TrustedOrigins", dashboard.Config{Auth: auth, TrustedOrigins: []string{"not a url"}}},
 	} {
-		if _, err := dashboard.New(db.Pool, cfg); !errors.Is(err, dashboard.ErrConfig) {
-			t.Errorf("%s: New = %v, want ErrConfig", name, err)
-		}
+		_, err := dashboard.New(db.Pool, tc.cfg)
+		checkConfigError(t, tc.name, err, tc.field)
 	}
-	if _, err := dashboard.New(nil, dashboard.Config{Auth: auth}); !errors.Is(err, dashboard.ErrConfig) {
-		t.Errorf("nil database: %v, want ErrConfig", err)
+	_, err := dashboard.New(nil, dashboard.Config{Auth: auth})
+	checkConfigError(t, "nil database", err, "db")
+}
+
+func checkConfigError(t *testing.T, name string, err error, field string) {
+	t.Helper()
+	var ce *dashboard.ConfigError
+	if !errors.Is(err, dashboard.ErrInvalidConfig) || !errors.As(err, &ce) || ce.Field != field {
+		t.Errorf("%s: New = %v, want ErrInvalidConfig naming %s", name, err, field)
+		return
+	}
+	if !strings.HasPrefix(err.Error(), "dashboard: invalid config "+field+": ") {
+		t.Errorf("%s: message %q", name, err)
 	}
 }
 

@@ -24,7 +24,9 @@
 // net/http's CrossOriginProtection rejects cross-origin browser requests,
 // and a double-submit token (a SameSite=Strict cookie repeated in each
 // form) must match. Responses forbid framing and scripts
-// (Content-Security-Policy, X-Frame-Options).
+// (Content-Security-Policy, X-Frame-Options). The message an action leaves
+// on the next page is signed with the browser's CSRF token and good for a
+// minute, so a crafted link cannot make the page say anything.
 //
 // # Cost
 //

@@ -22,10 +22,12 @@ func Example() {
 	}
 	go func() { _ = w.Run(ctx) }()
 
+	user := func(r *http.Request) string { return r.Header.Get("X-User-ID") } // your session's user
 	h, err := progress.NewHandler(progress.Config{
-		Watcher: w,
+		Watcher:   w,
+		Principal: user, // streams are counted per user
 		Authorize: func(r *http.Request, e *outbox.Entry) bool {
-			return e.Headers["user_id"] == r.Header.Get("X-User-ID") // your session's user
+			return e.Headers["user_id"] == user(r)
 		},
 	})
 	if err != nil {

@@ -9,7 +9,8 @@
 //	w, _ := outbox.NewWatcher(pool, outbox.WatcherConfig{})
 //	go w.Run(ctx)
 //	h, _ := progress.NewHandler(progress.Config{
-//		Watcher: w,
+//		Watcher:   w,
+//		Principal: currentUser, // func(*http.Request) string: who asks
 //		Authorize: func(r *http.Request, e *outbox.Entry) bool {
 //			return e.Headers["user_id"] == currentUser(r)
 //		},
@@ -21,6 +22,7 @@
 //	const es = new EventSource("/progress?entry=" + id);
 //	es.addEventListener("done", (ev) => { es.close(); show(JSON.parse(ev.data).result); });
 //	es.addEventListener("dead", (ev) => { es.close(); showFailure(); });
+//	es.addEventListener("end", (ev) => { es.close(); }); // correlation streams: nothing to follow
 //
 // # Events
 //
@@ -33,12 +35,32 @@
 // (?correlation=ID) sends events for every entry with that correlation id,
 // including entries enqueued after it opened (they appear with their first
 // outcome, or at the next poll while the LISTEN connection is down), and
-// stays open until the client leaves or Config.MaxDuration passes.
+// stays open until the client leaves or Config.MaxDuration passes — unless
+// no entry of that correlation id that Authorize allows has shown up within
+// Config.CorrelationGrace (30s): the stream then ends with a final event
+// named "end" (data: an [End]), on which the client must close its
+// EventSource. An id that matches no entry, and one whose entries are all
+// someone else's, end alike, so the stream does not tell them apart.
 //
 // Changes come from the [outbox.Watcher]'s LISTEN connection: relays
 // announce every outcome they write on [outbox.ProgressChannel]. Claims
 // (pending to running) are not announced; "running" shows when a poll
 // (Watcher PollInterval) happens to see it.
+//
+// # Who may see what, and how much
+//
+// Two hooks authorize a stream. Config.Principal runs once per request,
+// before anything is read, and names who asks (the signed-in user's id);
+// Config.Authorize runs for each entry and decides whether that request
+// may see it. The principal is a hook of its own because a stream must be
+// counted before there is any entry to authorize against.
+//
+// Streams are counted per principal and in total. A principal with
+// Config.MaxStreamsPerPrincipal (10) streams open is refused with 429 and
+// a body that says so; when Config.MaxStreams (1,000) are open, anyone is
+// refused with 503. So one user opening streams in a loop gets 429s while
+// everyone else still gets streams, and its streams on correlation ids
+// that match nothing of its own end after Config.CorrelationGrace.
 package progress
 
 import (
@@ -49,7 +71,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/txoutbox/txoutbox/outbox"
@@ -57,21 +79,47 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultMaxStreams  = 1000
-	DefaultMaxDuration = 10 * time.Minute
-	DefaultKeepAlive   = 15 * time.Second
-	DefaultMaxEntries  = 100
+	DefaultMaxStreams             = 1000
+	DefaultMaxStreamsPerPrincipal = 10
+	DefaultMaxDuration            = 10 * time.Minute
+	DefaultKeepAlive              = 15 * time.Second
+	DefaultMaxEntries             = 100
+	DefaultCorrelationGrace       = 30 * time.Second
 )
 
-// ErrConfig is matched by every error NewHandler returns for an invalid
-// Config.
-var ErrConfig = errors.New("progress: invalid config")
+// ErrInvalidConfig is matched by every error NewHandler returns for an
+// invalid Config; errors.As yields the *ConfigError naming the field.
+var ErrInvalidConfig = errors.New("progress: invalid configuration")
+
+// ConfigError describes one invalid Config field.
+type ConfigError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("progress: invalid config %s: %s", e.Field, e.Reason)
+}
+
+// Is reports whether target is ErrInvalidConfig.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+func configErr(field, format string, args ...any) error {
+	return &ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
 
 // Config configures a Handler.
 type Config struct {
 	// Watcher follows the entries; required. Run it (Watcher.Run) for
 	// changes to arrive as they happen rather than at its PollInterval.
 	Watcher *outbox.Watcher
+
+	// Principal names who makes the request — the signed-in user's id,
+	// say — so that streams are counted per principal
+	// (MaxStreamsPerPrincipal); required. It runs once per request, before
+	// anything is read. An empty name refuses the request with 403. For
+	// pages without sign-in, name the session, or the client's address.
+	Principal func(r *http.Request) string
 
 	// Authorize decides whether the request may see entry e; required.
 	// An entry stream for an entry it refuses answers 404, as for an entry
@@ -85,9 +133,23 @@ type Config struct {
 	// errors may tell end users more about the system than they should.
 	IncludeErrors bool
 
-	// MaxStreams bounds the streams open at once; more are refused with
-	// 503. Default DefaultMaxStreams (1,000).
+	// MaxStreams bounds the streams open at once, whoever opened them;
+	// more are refused with 503. Default DefaultMaxStreams (1,000).
 	MaxStreams int
+
+	// MaxStreamsPerPrincipal bounds the streams one principal has open at
+	// once; more are refused with 429, while other principals still get
+	// theirs. Default DefaultMaxStreamsPerPrincipal (10), or MaxStreams if
+	// that is smaller; at most MaxStreams.
+	MaxStreamsPerPrincipal int
+
+	// CorrelationGrace is how long a correlation stream waits for its
+	// first entry that Authorize allows. A stream that has none by then
+	// looks once more and, still finding none, ends with an "end" event
+	// (reason EndNoEntries), so that ids that match nothing do not hold
+	// streams for MaxDuration. Default DefaultCorrelationGrace (30s); at
+	// most MaxDuration.
+	CorrelationGrace time.Duration
 
 	// MaxDuration bounds one stream; the client's EventSource reconnects
 	// after it. Default DefaultMaxDuration (10m).
@@ -121,29 +183,84 @@ type Status struct {
 	CorrelationID string          `json:"correlation_id,omitempty"`
 }
 
-// Handler serves the streams; see the package documentation.
-type Handler struct {
-	cfg     Config
-	streams atomic.Int64
+// EndNoEntries is the reason of the "end" event of a correlation stream
+// that found no entry Authorize allows within Config.CorrelationGrace.
+const EndNoEntries = "no_entries"
+
+// End is the data of the final "end" event, with which the server ends a
+// stream for good. The client should close its EventSource on it; one
+// that reconnects is treated as a new stream.
+type End struct {
+	Reason  string `json:"reason"`  // EndNoEntries
+	Message string `json:"message"` // for people reading logs
 }
 
-// NewHandler validates cfg and returns a Handler. Errors match ErrConfig.
+// Handler serves the streams; see the package documentation.
+type Handler struct {
+	cfg   Config
+	clock clock // makes the CorrelationGrace timers; replaced in tests
+
+	mu          sync.Mutex     // guards open and byPrincipal
+	open        int            // streams open
+	byPrincipal map[string]int // streams open per principal; no zero counts
+}
+
+// clock makes timers; tests replace the real one (export_test.go) to end
+// grace periods without waiting.
+type clock interface {
+	timer(d time.Duration) (c <-chan time.Time, stop func() bool)
+}
+
+type realClock struct{}
+
+func (realClock) timer(d time.Duration) (<-chan time.Time, func() bool) {
+	t := time.NewTimer(d)
+	return t.C, t.Stop
+}
+
+// NewHandler validates cfg and returns a Handler. Errors match
+// ErrInvalidConfig and are *ConfigError.
 func NewHandler(cfg Config) (*Handler, error) {
 	switch {
 	case cfg.Watcher == nil:
-		return nil, fmt.Errorf("%w: Watcher is required", ErrConfig)
+		return nil, configErr("Watcher", "required")
+	case cfg.Principal == nil:
+		return nil, configErr("Principal", "required: name the request's user, so that streams are counted per user")
 	case cfg.Authorize == nil:
-		return nil, fmt.Errorf("%w: Authorize is required", ErrConfig)
-	case cfg.MaxStreams < 0, cfg.MaxDuration < 0, cfg.KeepAlive < 0, cfg.MaxEntries < 0:
-		return nil, fmt.Errorf("%w: negative limit", ErrConfig)
-	case cfg.MaxEntries > outbox.MaxListLimit:
-		return nil, fmt.Errorf("%w: MaxEntries %d is over %d", ErrConfig, cfg.MaxEntries, outbox.MaxListLimit)
+		return nil, configErr("Authorize", "required")
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"MaxStreams", int64(cfg.MaxStreams)},
+		{"MaxStreamsPerPrincipal", int64(cfg.MaxStreamsPerPrincipal)},
+		{"MaxEntries", int64(cfg.MaxEntries)},
+		{"MaxDuration", int64(cfg.MaxDuration)},
+		{"KeepAlive", int64(cfg.KeepAlive)},
+		{"CorrelationGrace", int64(cfg.CorrelationGrace)},
+	} {
+		if f.v < 0 {
+			return nil, configErr(f.name, "negative")
+		}
 	}
 	if cfg.MaxStreams == 0 {
 		cfg.MaxStreams = DefaultMaxStreams
 	}
+	if cfg.MaxStreamsPerPrincipal == 0 {
+		cfg.MaxStreamsPerPrincipal = min(DefaultMaxStreamsPerPrincipal, cfg.MaxStreams)
+	}
+	if cfg.MaxStreamsPerPrincipal > cfg.MaxStreams {
+		return nil, configErr("MaxStreamsPerPrincipal", "%d is over MaxStreams %d", cfg.MaxStreamsPerPrincipal, cfg.MaxStreams)
+	}
 	if cfg.MaxDuration == 0 {
 		cfg.MaxDuration = DefaultMaxDuration
+	}
+	if cfg.CorrelationGrace == 0 {
+		cfg.CorrelationGrace = min(DefaultCorrelationGrace, cfg.MaxDuration)
+	}
+	if cfg.CorrelationGrace > cfg.MaxDuration {
+		return nil, configErr("CorrelationGrace", "%s is over MaxDuration %s", cfg.CorrelationGrace, cfg.MaxDuration)
 	}
 	if cfg.KeepAlive == 0 {
 		cfg.KeepAlive = DefaultKeepAlive
@@ -151,16 +268,46 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.MaxEntries == 0 {
 		cfg.MaxEntries = DefaultMaxEntries
 	}
+	if cfg.MaxEntries > outbox.MaxListLimit {
+		return nil, configErr("MaxEntries", "%d is over outbox.MaxListLimit %d", cfg.MaxEntries, outbox.MaxListLimit)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Handler{cfg: cfg}, nil
+	return &Handler{cfg: cfg, clock: realClock{}, byPrincipal: map[string]int{}}, nil
+}
+
+// acquire counts a stream for principal p, or returns the status and
+// message of the refusal.
+func (h *Handler) acquire(p string) (status int, msg string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.byPrincipal[p] >= h.cfg.MaxStreamsPerPrincipal {
+		return http.StatusTooManyRequests, fmt.Sprintf("too many progress streams for one user: at most %d at once; close some (an EventSource per page) and try again", h.cfg.MaxStreamsPerPrincipal)
+	}
+	if h.open >= h.cfg.MaxStreams {
+		return http.StatusServiceUnavailable, "too many progress streams"
+	}
+	h.open++
+	h.byPrincipal[p]++
+	return 0, ""
+}
+
+// release uncounts a stream acquire counted.
+func (h *Handler) release(p string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.open--
+	if h.byPrincipal[p]--; h.byPrincipal[p] <= 0 {
+		delete(h.byPrincipal, p)
+	}
 }
 
 // ServeHTTP streams ?entry=ID or ?correlation=ID. It answers 400 for
-// neither or both, 404 for an entry that does not exist or that Authorize
-// refuses, 405 for methods other than GET and HEAD, and 503 when
-// MaxStreams streams are open.
+// neither or both, 403 when Principal names nobody, 404 for an entry that
+// does not exist or that Authorize refuses, 405 for methods other than GET
+// and HEAD, 429 when the principal has MaxStreamsPerPrincipal streams open,
+// and 503 when MaxStreams streams are open.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -180,13 +327,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if h.streams.Add(1) > int64(h.cfg.MaxStreams) {
-		h.streams.Add(-1)
-		w.Header().Set("Retry-After", "5")
-		http.Error(w, "too many progress streams", http.StatusServiceUnavailable)
+	p := h.cfg.Principal(r)
+	if p == "" {
+		http.Error(w, "progress streams are for signed-in users", http.StatusForbidden)
 		return
 	}
-	defer h.streams.Add(-1)
+	if status, msg := h.acquire(p); status != 0 {
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, msg, status)
+		return
+	}
+	defer h.release(p)
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.MaxDuration)
 	defer cancel()
 	if entry != "" {
@@ -254,6 +405,17 @@ func (s *stream) send(e *outbox.Entry) bool {
 		return false
 	}
 	return s.rc.Flush() == nil
+}
+
+// end sends the final "end" event.
+func (s *stream) end(reason, msg string) {
+	data, err := json.Marshal(End{Reason: reason, Message: msg})
+	if err != nil {
+		return
+	}
+	if _, err := fmt.Fprintf(s.w, "event: end\ndata: %s\n\n", data); err == nil {
+		_ = s.rc.Flush()
+	}
 }
 
 func (s *stream) keepAlive() bool {
@@ -370,6 +532,10 @@ func (h *Handler) serveCorrelation(ctx context.Context, w http.ResponseWriter, r
 		}
 		return offer(entries)
 	}
+	// The grace timer starts before the response does: once the client
+	// sees the stream open, the timer runs.
+	grace, stopGrace := h.clock.timer(h.cfg.CorrelationGrace)
+	defer stopGrace()
 	if !s.start(r) || !rescan() {
 		return
 	}
@@ -380,6 +546,17 @@ func (h *Handler) serveCorrelation(ctx context.Context, w http.ResponseWriter, r
 		select {
 		case <-ctx.Done():
 			return
+		case <-grace:
+			grace = nil // fires once
+			if len(known) > 0 {
+				break
+			}
+			// Look once more: an entry enqueued just now may not have
+			// been announced yet.
+			if ok = rescan(); ok && len(known) == 0 {
+				s.end(EndNoEntries, fmt.Sprintf("no entry of this correlation id that you may see appeared within %s", h.cfg.CorrelationGrace))
+				return
+			}
 		case <-keep.C:
 			ok = s.keepAlive()
 		case <-sub.Changed():

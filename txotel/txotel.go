@@ -94,8 +94,22 @@ type Config struct {
 	Link bool
 }
 
-// ErrConfig is matched by the errors NewTracer returns.
-var ErrConfig = errors.New("txotel: invalid config")
+// ErrInvalidConfig is matched by every error NewTracer returns for an
+// invalid Config; errors.As yields the *ConfigError naming the field.
+var ErrInvalidConfig = errors.New("txotel: invalid configuration")
+
+// ConfigError describes one invalid Config field.
+type ConfigError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("txotel: invalid config %s: %s", e.Field, e.Reason)
+}
+
+// Is reports whether target is ErrInvalidConfig.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
 
 // Tracer starts a span around every handler attempt; set it as
 // relay.Config.Tracer. It is safe for concurrent use.
@@ -105,7 +119,8 @@ type Tracer struct {
 	link   bool
 }
 
-// NewTracer returns a Tracer for cfg.
+// NewTracer returns a Tracer for cfg. Its errors match ErrInvalidConfig
+// and are *ConfigError.
 func NewTracer(cfg Config) (*Tracer, error) {
 	tp := cfg.TracerProvider
 	if tp == nil {
@@ -117,7 +132,7 @@ func NewTracer(cfg Config) (*Tracer, error) {
 	}
 	t := tp.Tracer(ScopeName)
 	if t == nil {
-		return nil, fmt.Errorf("%w: TracerProvider returned a nil Tracer", ErrConfig)
+		return nil, &ConfigError{Field: "TracerProvider", Reason: "returned a nil Tracer"}
 	}
 	return &Tracer{tracer: t, prop: prop, link: cfg.Link}, nil
 }

@@ -12,6 +12,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/txoutbox/txoutbox/handlers/handlertest"
 	"github.com/txoutbox/txoutbox/outbox"
@@ -252,5 +253,25 @@ func TestEntriesWithoutTraceContext(t *testing.T) {
 	x.rec.Wait(t, res.ID, relay.EventDone)
 	if proc := x.span(t, "process email.welcome", 1); proc.Parent.IsValid() {
 		t.Errorf("span parent %v, want a root span", proc.Parent)
+	}
+}
+
+// nilTracerProvider is a broken TracerProvider: its Tracer is nil.
+type nilTracerProvider struct{ noop.TracerProvider }
+
+func (nilTracerProvider) Tracer(string, ...trace.TracerOption) trace.Tracer { return nil }
+
+func TestNewTracerValidates(t *testing.T) {
+	t.Parallel()
+	_, err := txotel.NewTracer(txotel.Config{TracerProvider: nilTracerProvider{}})
+	var ce *txotel.ConfigError
+	if !errors.Is(err, txotel.ErrInvalidConfig) || !errors.As(err, &ce) || ce.Field != "TracerProvider" {
+		t.Fatalf("NewTracer with a nil Tracer: %v, want ErrInvalidConfig naming TracerProvider", err)
+	}
+	if want := "txotel: invalid config TracerProvider: returned a nil Tracer"; err.Error() != want {
+		t.Errorf("message %q, want %q", err, want)
+	}
+	if _, err := txotel.NewTracer(txotel.Config{}); err != nil {
+		t.Errorf("the zero Config: %v", err)
 	}
 }
