@@ -1,8 +1,9 @@
 // Package pdf is a txoutbox handler that renders PDF documents from typed
 // payloads and stores them in a blob store under a name derived from the
 // entry's key, so a retry overwrites the document instead of adding a
-// second one. Where the document went is recorded with the entry and its
-// processed key, for the application to link to.
+// second one. The document's name in the store (and a public URL, when
+// the store gives one) is recorded with the entry and its processed key,
+// for the application to link to.
 //
 // # Registering
 //
