@@ -169,9 +169,9 @@ func (h *Handler) CloseIdleConnections() { h.client.CloseIdleConnections() }
 // and classifies the answer. It returns nil for a 2xx (recording a Result);
 // a relay.Permanent error for what a retry cannot fix (an invalid event, a
 // refused address, a 3xx not followed, a redirect to another origin, a 4xx
-// other than 408, 409, 425 and 429); and a retryable error otherwise (5xx, 408, 409, 425, 429, network
-// errors, ErrTimeout), wrapped with relay.RetryAfter when the response
-// carried a usable Retry-After. Use it with relay.Handle to compose your
+// other than 408, 409, 425 and 429); and a retryable error otherwise (5xx,
+// 408, 409, 425, 429, network errors, ErrTimeout), wrapped with
+// relay.RetryAfter when the response carried a usable Retry-After. Use it with relay.Handle to compose your
 // own registration.
 func (h *Handler) Handle(ctx context.Context, e *relay.Entry[Event]) error {
 	if e == nil {
@@ -308,10 +308,10 @@ func (h *Handler) body(ep *endpoint, e *relay.Entry[Event]) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// sendError classifies an error from Client.Do: a refused address or
+// sendError classifies an error from Client.Do: a refused address or a
 // cross-origin redirect is permanent; a timeout is ErrTimeout; anything
-// else is retried. The URL
-// (which url.Error would print) is dropped from the message.
+// else is retried. The URL (which url.Error would print) is dropped from
+// the message.
 func (h *Handler) sendError(ctx, reqCtx context.Context, name, host string, err error) error {
 	var uerr *url.Error
 	if errors.As(err, &uerr) {
