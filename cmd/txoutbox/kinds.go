@@ -25,7 +25,8 @@ type pdfConfig struct {
 	Dir string `json:"dir"`
 	// Prefix is the sub-directory of each object name (default: the topic).
 	Prefix string `json:"prefix"`
-	// MaxBytes bounds one rendered document (default 32 MiB).
+	// MaxBytes bounds one rendered document (default, or 0: 32 MiB;
+	// negative is an error).
 	MaxBytes int64 `json:"max_bytes"`
 }
 
@@ -37,13 +38,12 @@ func registerPDF(h *relay.Handlers, raw json.RawMessage, _ func(string) string, 
 	if c.Dir == "" {
 		return errors.New("dir: required (the directory documents are written to)")
 	}
-	var po []pdf.Option
-	if c.Prefix != "" {
-		po = append(po, pdf.WithPrefix(c.Prefix))
-	}
-	if c.MaxBytes > 0 {
-		po = append(po, pdf.WithMaxBytes(c.MaxBytes))
-	}
-	po = append(po, pdf.WithHandlerOptions(opts...))
-	return pdf.Register(h, pdf.DirStore{Dir: c.Dir}, pdf.InvoiceRenderer{}, po...)
+	// Every value goes to pdf.New, which refuses what is invalid (a
+	// negative max_bytes, a bad prefix) with a *pdf.ConfigError.
+	return pdf.Register(h, pdf.Config[pdf.Invoice]{
+		Store:    pdf.DirStore{Dir: c.Dir},
+		Renderer: pdf.InvoiceRenderer{},
+		Prefix:   c.Prefix,
+		MaxBytes: c.MaxBytes,
+	}, opts...)
 }

@@ -77,6 +77,7 @@ func TestConfigErrorsExitTwo(t *testing.T) {
 		{"bad duration", `{"relay": {"poll_interval": "soon"}}`, `relay.poll_interval`},
 		{"missing kind setting", `{"handlers": [{"kind": "pdf", "config": {}}]}`, `handlers[0].config: dir: required`},
 		{"unknown kind setting", `{"handlers": [{"kind": "pdf", "config": {"dir": "/tmp", "colour": "red"}}]}`, `colour`},
+		{"invalid kind setting", `{"handlers": [{"kind": "pdf", "config": {"dir": "/tmp", "max_bytes": -1}}]}`, `handlers[0].config: pdf: invalid config MaxBytes`},
 		{"invalid relay value", `{"handlers": [{"kind": "pdf", "config": {"dir": "/tmp"}}], "relay": {"lease_duration": "1ms"}}`, `LeaseDuration`},
 		{"bad log format", `{"log": {"format": "xml"}}`, `log.format`},
 	} {
@@ -122,8 +123,8 @@ func TestBinaryRendersInvoice(t *testing.T) {
 			t.Fatal(err)
 		}
 		if e.State == outbox.StateDone {
-			if !strings.Contains(string(e.Result), dir) {
-				t.Fatalf("result %s does not point into %s", e.Result, dir)
+			if !strings.Contains(string(e.Result), `"pdf.invoice/invoice_7-`) || strings.Contains(string(e.Result), dir) {
+				t.Fatalf("result %s; want the document's name, not its path in %s", e.Result, dir)
 			}
 			break
 		}

@@ -244,17 +244,16 @@ type fileStore struct {
 	written map[string]time.Duration // object name: when (on the timeline)
 }
 
-func (s *fileStore) Put(ctx context.Context, name string, r io.Reader) (string, error) {
+func (s *fileStore) Put(ctx context.Context, name string, r io.Reader) error {
 	cr := &countingReader{r: r}
-	loc, err := s.DirStore.Put(ctx, name, cr)
-	if err != nil {
-		return "", err
+	if err := s.DirStore.Put(ctx, name, cr); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	s.written[name] = s.tl.since()
 	s.mu.Unlock()
-	s.tl.printf("files", "wrote %s (%d bytes)", loc, cr.n)
-	return loc, nil
+	s.tl.printf("files", "wrote %s (%d bytes)", name, cr.n)
+	return nil
 }
 
 // Written returns the object names stored so far, and when.

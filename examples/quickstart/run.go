@@ -82,7 +82,7 @@ func run(ctx context.Context, tl *timeline, serverURL string, opts options) erro
 	if err != nil {
 		return err
 	}
-	if err := pdf.Register(h, store, pdf.InvoiceRenderer{}); err != nil {
+	if err := pdf.Register(h, pdf.Config[pdf.Invoice]{Store: store, Renderer: pdf.InvoiceRenderer{}}); err != nil {
 		return err
 	}
 	r, err := relay.New(pool, relay.Config{

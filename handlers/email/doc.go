@@ -75,13 +75,27 @@
 //     unknown template ([ErrUnknownTemplate]); a template that fails to
 //     render ([*TemplateError]); any 5xx reply ([*SMTPError] with Temporary
 //     false), at any stage — a refused recipient (550), refused content
-//     (554), and also refused credentials (535) or an unauthenticated
-//     sender (530): those follow the SMTP code too, so a wrong password
-//     dead-letters what is sent with it (fix the configuration, then
-//     outbox.Replay the dead entries);
+//     (554);
+//   - permanent, as a configuration problem: a configuration that does not
+//     fit the server fails the attempt once with a [*ConfigError]
+//     (matching [ErrInvalidConfig]) that names the setting to change,
+//     instead of being retried until the entry's attempts run out. These
+//     are: AUTH refused because the session is not encrypted (the server
+//     offers AUTH only over TLS, or the handler will not send a PLAIN or
+//     LOGIN password in clear — typically TLSOpportunistic against a server
+//     without STARTTLS; field TLS), a server requiring TLS to authenticate
+//     (538, or 530 asking for STARTTLS; field TLS), an AUTH mechanism the
+//     server does not offer or finds too weak (534; field Auth), a server
+//     offering no AUTH at all while Username is set (field Username, or TLS
+//     when the session is in clear), refused credentials (535; field
+//     Password), and a server requiring authentication without a Username
+//     (530; field Username). The *ConfigError wraps the *SMTPError when the
+//     server replied. Fix the configuration, then outbox.Replay the dead
+//     entries;
 //   - retried: a 4xx reply ([*SMTPError] with Temporary true); and every
 //     failure without a reply: no connection, a dropped connection, a TLS
-//     failure (including a server without STARTTLS under TLSMandatory),
+//     failure (including a server without STARTTLS under TLSMandatory,
+//     which may also be a STARTTLS-stripping attacker on the path),
 //     Config.Timeout, or the attempt's context ending (the relay's timeout,
 //     a lost lease, shutdown).
 //

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
+
 	"github.com/txoutbox/txoutbox/handlers/email"
 	"github.com/txoutbox/txoutbox/outbox"
 	"github.com/txoutbox/txoutbox/relay"
@@ -492,6 +494,94 @@ func TestAuth(t *testing.T) {
 				t.Errorf("the server saw %d messages; want none", n)
 			}
 		})
+	}
+}
+
+// A configuration that does not fit the server fails once, permanently,
+// with a *ConfigError naming the setting to change: a retry cannot fix it.
+func TestConfigMismatchFailsOnce(t *testing.T) {
+	t.Parallel()
+	users := map[string]string{"relay": "s3cret"}
+	// A host name other than localhost that still reaches the loopback
+	// server: the handler then refuses to send a password in clear.
+	const remote = "::ffff:127.0.0.1"
+	for _, tc := range []struct {
+		name     string
+		server   serverOptions
+		host     string
+		policy   email.TLSPolicy
+		auth     email.AuthMechanism
+		password string
+		field    string // the ConfigError's Field
+		says     string // part of its message
+		code     int    // the *SMTPError's code it wraps; 0: none
+	}{
+		{"opportunistic TLS, no STARTTLS, AUTH only over TLS", serverOptions{users: users, noAuthTLS: true}, "", email.TLSOpportunistic, email.AuthAuto, "s3cret",
+			"TLS", "offers no AUTH on this connection", 0},
+		{"opportunistic TLS, no STARTTLS, PLAIN to another host", serverOptions{users: users}, remote, email.TLSOpportunistic, email.AuthPlain, "s3cret",
+			"TLS", "set TLS to mandatory", 0},
+		{"no TLS, automatic mechanism, another host", serverOptions{users: users}, remote, email.TLSNone, email.AuthAuto, "s3cret",
+			"TLS", "in clear", 0},
+		{"mechanism not offered", serverOptions{users: users}, "", email.TLSNone, email.AuthCRAMMD5, "s3cret",
+			"Auth", "does not offer the AUTH mechanism CRAM-MD5", 0},
+		{"wrong password (535)", serverOptions{users: users}, "", email.TLSNone, email.AuthPlain, "wr0ng-p4ss",
+			"Password", "check Username and Password", 535},
+		{"encryption required (538)", serverOptions{users: users, authReply: &smtp.SMTPError{Code: 538, EnhancedCode: smtp.EnhancedCode{5, 7, 11}, Message: "Encryption required"}},
+			"", email.TLSNone, email.AuthPlain, "s3cret", "TLS", "requires TLS to authenticate", 538},
+		{"STARTTLS first (530)", serverOptions{users: users, authReply: &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Must issue a STARTTLS command first"}},
+			"", email.TLSNone, email.AuthPlain, "s3cret", "TLS", "requires TLS to authenticate", 530},
+		{"mechanism too weak (534)", serverOptions{users: users, authReply: &smtp.SMTPError{Code: 534, EnhancedCode: smtp.EnhancedCode{5, 7, 9}, Message: "Authentication mechanism is too weak"}},
+			"", email.TLSNone, email.AuthPlain, "s3cret", "Auth", "too weak", 534},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := startServer(t, tc.server)
+			cfg := testConfig(s)
+			if tc.host != "" {
+				cfg.Host = tc.host
+			}
+			cfg.TLS, cfg.Auth = tc.policy, tc.auth
+			cfg.Username, cfg.Password = "relay", tc.password
+			err := send(context.Background(), newHandler(t, cfg), "k", welcome("ada@example.com"))
+			var ce *email.ConfigError
+			if !isPermanent(err) || !errors.Is(err, email.ErrInvalidConfig) || !errors.As(err, &ce) {
+				t.Fatalf("%v; want a permanent *email.ConfigError", err)
+			}
+			if ce.Field != tc.field || !strings.Contains(err.Error(), "email: invalid config "+tc.field+": ") || !strings.Contains(err.Error(), tc.says) {
+				t.Errorf("%v; want a ConfigError for %s saying %q", err, tc.field, tc.says)
+			}
+			var se *email.SMTPError
+			if got := errors.As(err, &se); got != (tc.code != 0) || got && se.Code != tc.code {
+				t.Errorf("%v; want the server's %d reply wrapped", err, tc.code)
+			}
+			if strings.Contains(err.Error(), tc.password) {
+				t.Errorf("the error %q shows the password", err)
+			}
+			if n := len(s.all()); n != 0 {
+				t.Errorf("the server saw %d messages; want none", n)
+			}
+		})
+	}
+}
+
+// Through a relay: the entry is dead-lettered on its first attempt, not
+// retried until its attempts run out.
+func TestConfigMismatchIsDeadLetteredAtOnce(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, serverOptions{users: map[string]string{"relay": "s3cret"}, noAuthTLS: true})
+	cfg := testConfig(s)
+	cfg.TLS = email.TLSOpportunistic
+	cfg.Username, cfg.Password = "relay", "s3cret"
+	db, rec := runRelay(t, cfg)
+	res, err := outbox.Enqueue(context.Background(), db.Pool, welcome("ada@example.com"), outbox.WithKey("welcome:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := rec.Wait(t, res.ID, relay.EventDead); ev.Attempt != 1 || !errors.Is(ev.Err, email.ErrInvalidConfig) {
+		t.Fatalf("dead after attempt %d with %v; want attempt 1, ErrInvalidConfig", ev.Attempt, ev.Err)
+	}
+	if n := rec.Count(res.ID, relay.EventRetry); n != 0 {
+		t.Fatalf("%d retries of a configuration problem", n)
 	}
 }
 

@@ -8,6 +8,11 @@ import (
 var (
 	// ErrInvalidConfig is matched (errors.Is) by every error New and
 	// Register return for a bad Config; errors.As yields a *ConfigError.
+	// It is also matched by the permanent error of a delivery that failed
+	// because the configuration does not fit the server: authentication
+	// the server does not offer or refuses (wrong credentials, a mechanism
+	// it lacks, AUTH refused without TLS). That *ConfigError names the
+	// setting to change, and wraps the *SMTPError when the server replied.
 	ErrInvalidConfig = errors.New("email: invalid configuration")
 
 	// ErrInvalidMessage is matched by the errors of a Message that cannot be
@@ -22,7 +27,8 @@ var (
 	ErrUnknownTemplate = errors.New("email: unknown template")
 )
 
-// ConfigError describes one invalid Config field. It matches
+// ConfigError describes one invalid Config field, found by New or, for a
+// setting that does not fit the server, by a delivery. It matches
 // ErrInvalidConfig.
 type ConfigError struct {
 	Field  string // the Config field, e.g. "From" or `Templates["welcome"].HTML`

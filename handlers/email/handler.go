@@ -1,6 +1,7 @@
 package email
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -11,12 +12,14 @@ import (
 	"net/mail"
 	"net/textproto"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	gomail "github.com/wneessen/go-mail"
+	"github.com/wneessen/go-mail/smtp"
 
 	"github.com/txoutbox/txoutbox/relay"
 )
@@ -212,9 +215,11 @@ func (h *Handler) Render(msg Message) (*Rendered, error) {
 // A message that cannot be sent as it is fails permanently (wrapped in
 // relay.Permanent): an invalid Message (ErrInvalidMessage, *AddressError),
 // an unknown template (ErrUnknownTemplate), a template that fails to render
-// (*TemplateError), a 5xx reply (*SMTPError). A 4xx reply (*SMTPError) and
-// failures without a reply (connection, TLS, timeout, cancellation) are
-// returned as they are, for the relay to retry.
+// (*TemplateError), a 5xx reply (*SMTPError). So does a configuration that
+// does not fit the server (a *ConfigError matching ErrInvalidConfig, naming
+// the setting to change; see the package documentation). A 4xx reply
+// (*SMTPError) and failures without a reply (connection, TLS, timeout,
+// cancellation) are returned as they are, for the relay to retry.
 func (h *Handler) Handle(ctx context.Context, e *relay.Entry[Message]) error {
 	if e == nil {
 		return relay.Permanent(errors.New("email: nil entry"))
@@ -283,13 +288,21 @@ func (h *Handler) deliver(ctx context.Context, m *gomail.Msg) error {
 	if err == nil {
 		return errors.New("email: the client reported neither delivery nor an error")
 	}
-	return classify(ctx, err)
+	return h.classify(ctx, err)
 }
 
-// classify maps a failed delivery to the relay's retry semantics.
-func classify(ctx context.Context, err error) error {
+// classify maps a failed delivery to the relay's retry semantics. A
+// configuration that does not fit the server fails permanently with a
+// *ConfigError naming the setting to change (see misconfigured).
+func (h *Handler) classify(ctx context.Context, err error) error {
+	var se *SMTPError
 	if code, enhanced, ok := replyCode(err); ok {
-		se := &SMTPError{Code: code, EnhancedCode: enhanced, Err: err}
+		se = &SMTPError{Code: code, EnhancedCode: enhanced, Err: err}
+	}
+	if ce := h.misconfigured(err, se); ce != nil {
+		return relay.Permanent(ce)
+	}
+	if se != nil {
 		if se.Temporary() {
 			return se
 		}
@@ -299,6 +312,83 @@ func classify(ctx context.Context, err error) error {
 		return fmt.Errorf("email: delivery stopped (%w): %w", context.Cause(ctx), err)
 	}
 	return fmt.Errorf("email: delivery failed: %w", err)
+}
+
+// authUnsupported are go-mail's errors for an AUTH mechanism the server
+// does not offer.
+var authUnsupported = []error{
+	gomail.ErrPlainAuthNotSupported, gomail.ErrLoginAuthNotSupported,
+	gomail.ErrCramMD5AuthNotSupported, gomail.ErrXOauth2AuthNotSupported,
+	gomail.ErrSCRAMSHA1AuthNotSupported, gomail.ErrSCRAMSHA256AuthNotSupported,
+	gomail.ErrSCRAMSHA1PLUSAuthNotSupported, gomail.ErrSCRAMSHA256PLUSAuthNotSupported,
+	gomail.ErrNTLMAuthNotSupported, gomail.ErrNoSupportedAuthDiscovered,
+}
+
+// errNoAuthText is the text of go-mail's error for a server that offers no
+// AUTH at all (it has no sentinel; TestConfigMismatchFailsOnce pins it).
+const errNoAuthText = "server does not support SMTP AUTH"
+
+// misconfigured returns a *ConfigError when a delivery failed because the
+// handler's configuration does not fit the server — something no retry
+// changes, and an operator fixes by changing the named setting — or nil.
+// se is the failure's SMTP reply, if any.
+func (h *Handler) misconfigured(err error, se *SMTPError) *ConfigError {
+	server := net.JoinHostPort(h.host, strconv.Itoa(h.port))
+	bad := func(field, format string, args ...any) *ConfigError {
+		var cause error = err
+		if se != nil {
+			cause = se
+		}
+		return &ConfigError{Field: field, Reason: fmt.Sprintf(format, args...), Err: cause}
+	}
+	inClear := "" // why the session is not encrypted, if it may not be
+	switch h.cfg.TLS {
+	case TLSOpportunistic:
+		inClear = "it offers no STARTTLS, so with TLS opportunistic the session is in clear"
+	case TLSNone:
+		inClear = "with TLS none the session is in clear"
+	}
+	mech := string(h.cfg.Auth)
+	if h.cfg.Auth == AuthAuto {
+		mech = "PLAIN or LOGIN (chosen automatically)"
+	}
+	switch {
+	case errors.Is(err, smtp.ErrUnencrypted):
+		return bad("TLS", "the server at %s: %s, and %s would send the password itself, which the handler does not do in clear to a host other than localhost; "+
+			"set TLS to mandatory (STARTTLS) or implicit (port 465), or Auth to a challenge mechanism the server offers (CRAM-MD5, SCRAM-SHA-256)",
+			server, cmp.Or(inClear, "the session is in clear"), mech)
+	case slices.ContainsFunc(authUnsupported, func(target error) bool { return errors.Is(err, target) }):
+		if h.cfg.Auth == AuthAuto {
+			return bad("Auth", "the server at %s offers none of the AUTH mechanisms the handler can use here (SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, and PLAIN or LOGIN over TLS or to localhost); "+
+				"set Auth to one it offers, or TLS to mandatory or implicit if it offers only PLAIN or LOGIN", server)
+		}
+		return bad("Auth", "the server at %s does not offer the AUTH mechanism %s; set Auth to one it offers, or leave it empty to choose automatically",
+			server, mech)
+	case strings.Contains(err.Error(), errNoAuthText):
+		if inClear != "" {
+			return bad("TLS", "the server at %s offers no AUTH on this connection (%s, and servers commonly offer AUTH only over TLS); "+
+				"set TLS to mandatory or implicit, or remove Username and Password if the server needs no authentication", server, inClear)
+		}
+		return bad("Username", "the server at %s offers no AUTH; remove Username and Password if it needs no authentication, or point Host at the server that authenticates", server)
+	case se == nil:
+		return nil
+	}
+	reply := strings.ToUpper(se.Error())
+	switch {
+	case se.Code == 535:
+		return bad("Password", "the server at %s refused the credentials of Username %q (535); check Username and Password", server, h.cfg.Username)
+	case se.Code == 534:
+		return bad("Auth", "the server at %s refuses the AUTH mechanism %s as too weak (534); set Auth to a stronger mechanism it offers", server, mech)
+	case se.Code == 538, se.Code == 530 && strings.Contains(reply, "STARTTLS"):
+		why := ""
+		if inClear != "" {
+			why = ", and " + inClear
+		}
+		return bad("TLS", "the server at %s requires TLS to authenticate (%d)%s; set TLS to mandatory or implicit", server, se.Code, why)
+	case se.Code == 530 && h.cfg.Username == "":
+		return bad("Username", "the server at %s requires authentication (530); set Username and Password", server)
+	}
+	return nil
 }
 
 // replyCode finds the SMTP reply code (4xx or 5xx) in a go-mail error: a

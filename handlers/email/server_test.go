@@ -65,6 +65,7 @@ type mailServer struct {
 	mu         sync.Mutex
 	answer     answer
 	users      map[string]string // AUTH PLAIN credentials; nil: no AUTH
+	authReply  *smtp.SMTPError   // the answer to every AUTH, if set
 	deliveries []delivery
 	hangs      int // hung data commands released by the client closing the connection
 	changed    chan struct{}
@@ -75,11 +76,12 @@ type serverOptions struct {
 	starttls  *tls.Config       // offer STARTTLS
 	implicit  *tls.Config       // speak TLS from the first byte
 	noAuthTLS bool              // refuse AUTH without TLS (default: allowed, as on loopback)
+	authReply *smtp.SMTPError   // answer every AUTH with this reply
 }
 
 func startServer(t *testing.T, o serverOptions) *mailServer {
 	t.Helper()
-	s := &mailServer{users: o.users, changed: make(chan struct{})}
+	s := &mailServer{users: o.users, authReply: o.authReply, changed: make(chan struct{})}
 	s.srv = smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		_, isTLS := c.TLSConnectionState()
 		return &session{s: s, conn: c, tls: isTLS}, nil
@@ -214,6 +216,9 @@ func (ss *session) AuthMechanisms() []string {
 func (ss *session) Auth(mech string) (sasl.Server, error) {
 	if mech != sasl.Plain || ss.s.users == nil {
 		return nil, smtp.ErrAuthUnknownMechanism
+	}
+	if ss.s.authReply != nil {
+		return nil, ss.s.authReply
 	}
 	return sasl.NewPlainServer(func(identity, username, password string) error {
 		if want, ok := ss.s.users[username]; !ok || want != password || (identity != "" && identity != username) {

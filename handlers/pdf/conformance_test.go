@@ -19,7 +19,7 @@ func TestConformance(t *testing.T) {
 		store := newTestStore(pdf.DirStore{Dir: t.TempDir()})
 		return handlertest.Harness{
 			Register: func(h *relay.Handlers) {
-				if err := pdf.Register(h, store, pdf.InvoiceRenderer{}); err != nil {
+				if err := pdf.Register(h, invoices(store)); err != nil {
 					t.Fatalf("pdf.Register: %v", err)
 				}
 			},

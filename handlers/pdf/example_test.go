@@ -23,7 +23,11 @@ func ExampleRegister() {
 	defer os.RemoveAll(dir)
 
 	h := relay.NewHandlers()
-	if err := pdf.Register(h, pdf.DirStore{Dir: dir}, pdf.InvoiceRenderer{}); err != nil {
+	err = pdf.Register(h, pdf.Config[pdf.Invoice]{
+		Store:    pdf.DirStore{Dir: dir},
+		Renderer: pdf.InvoiceRenderer{},
+	}, relay.WithTimeout(30*time.Second))
+	if err != nil {
 		fmt.Println(err)
 		return
 	}
@@ -44,7 +48,11 @@ func ExampleNew() {
 	}
 	defer os.RemoveAll(dir)
 
-	handle, err := pdf.New(pdf.DirStore{Dir: dir}, pdf.InvoiceRenderer{}, pdf.WithPrefix("invoices/2024"))
+	handle, err := pdf.New(pdf.Config[pdf.Invoice]{
+		Store:    pdf.DirStore{Dir: dir},
+		Renderer: pdf.InvoiceRenderer{},
+		Prefix:   "invoices/2024",
+	})
 	if err != nil {
 		fmt.Println(err)
 		return

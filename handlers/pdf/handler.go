@@ -16,10 +16,10 @@ import (
 )
 
 // DefaultMaxBytes is the largest rendered document a handler stores unless
-// WithMaxBytes says otherwise: 32 MiB.
+// Config.MaxBytes says otherwise: 32 MiB.
 const DefaultMaxBytes = 32 << 20
 
-// maxPrefixLen bounds WithPrefix, in bytes.
+// maxPrefixLen bounds Config.Prefix, in bytes.
 const maxPrefixLen = 128
 
 // Renderer renders documents of payload type T as PDF.
@@ -47,156 +47,158 @@ func (f RenderFunc[T]) Render(w io.Writer, doc T) error { return f(w, doc) }
 
 // Stored is the result a handler records with the entry and its processed
 // key when the document is stored: read it back with outbox.Get (the
-// entry's Result) and decode it with encoding/json.
+// entry's Result) and decode it with encoding/json. Its JSON is
+//
+//	{"name": "pdf.invoice/invoice_2024-0017-3651656b34c22949643746a4bedde69a.pdf",
+//	 "url": "https://files.example.com/pdf.invoice/invoice_2024-0017-3651656b34c22949643746a4bedde69a.pdf",
+//	 "bytes": 1703, "sha256": "9f2c..."}
+//
+// with "url" only when the store gives one (see PublicStore). Results can
+// reach end users (package progress streams them to browsers), so Stored
+// holds only what the handler chose to show: the object's name within the
+// store, never where the store keeps it on the server (a DirStore's
+// absolute path, a bucket's credentials). Open the document by its name
+// through the store (DirStore.Open).
 type Stored struct {
-	// Location is where the store put the document, as the BlobStore
-	// reports it (for DirStore, the file's absolute path).
-	Location string `json:"location"`
-	// Name is the object name the document was stored under (ObjectName of
-	// the handler's prefix and the entry's key).
+	// Name is the object name the document was stored under (ObjectName
+	// of the handler's prefix and the entry's key): its key within the
+	// store.
 	Name string `json:"name"`
+	// URL is where the people the document is for can fetch it, as the
+	// store's PublicURL gives it; empty (and absent from the JSON) when
+	// the store gives none.
+	URL string `json:"url,omitempty"`
 	// Bytes is the document's size.
 	Bytes int64 `json:"bytes"`
 	// SHA256 is the hex SHA-256 of the document's bytes.
 	SHA256 string `json:"sha256"`
 }
 
-// Option configures a handler built by New or Register.
-type Option func(*options)
+// Config configures a handler for payload type T. Store and Renderer are
+// required; every other field's zero value is its documented default.
+// New validates it and reports every problem, each a *ConfigError.
+type Config[T outbox.Message] struct {
+	// Store keeps the rendered documents, required: DirStore{Dir: ...}
+	// for files under a local directory, or any BlobStore.
+	Store BlobStore
 
-type options struct {
-	prefix    *string
-	maxBytes  int64
-	relayOpts []relay.HandlerOption
-	errs      []error
-}
+	// Renderer renders a payload as PDF, required: InvoiceRenderer{} for
+	// Invoice, or a RenderFunc[T].
+	Renderer Renderer[T]
 
-// WithPrefix sets the object name prefix: documents are stored as
-// ObjectName(prefix, key). By default the prefix is the payload's topic
-// (for Invoice, "pdf.invoice"), so document kinds sharing a store never
-// collide. The prefix is a slash-separated relative path whose elements use
-// only letters, digits, '.', '_' and '-', and do not start with '.'; it may
-// be empty, for names without a prefix. Anything else makes New fail.
-func WithPrefix(prefix string) Option {
-	return func(o *options) {
-		if err := checkPrefix(prefix); err != nil {
-			o.errs = append(o.errs, err)
-			return
-		}
-		o.prefix = &prefix
-	}
-}
+	// Prefix is the first part of object names: documents are stored as
+	// ObjectName(Prefix, key). Default "": the payload's topic (for
+	// Invoice, "pdf.invoice"), so document kinds sharing a store never
+	// collide. A prefix is a slash-separated relative path whose elements
+	// use only letters, digits, '.', '_' and '-', do not start with '.',
+	// and are at most 128 bytes in all.
+	Prefix string
 
-// WithMaxBytes bounds the size of a rendered document (default
-// DefaultMaxBytes). A larger document is not stored, and the entry is
-// dead-lettered with ErrTooLarge. n must be positive.
-func WithMaxBytes(n int64) Option {
-	return func(o *options) {
-		if n <= 0 {
-			o.errs = append(o.errs, configErr("WithMaxBytes", "must be positive, got %d", n))
-			return
-		}
-		o.maxBytes = n
-	}
-}
+	// NoPrefix stores documents under names without a prefix (Prefix must
+	// then be empty). Default false.
+	NoPrefix bool
 
-// WithHandlerOptions passes options to relay.Handle when Register registers
-// the handler (relay.WithTimeout, relay.WithRetryPolicy, ...). New ignores
-// them.
-func WithHandlerOptions(opts ...relay.HandlerOption) Option {
-	return func(o *options) { o.relayOpts = append(o.relayOpts, opts...) }
+	// MaxBytes bounds the size of a rendered document. A larger document
+	// is not stored, and the entry is dead-lettered with ErrTooLarge.
+	// Default 0: DefaultMaxBytes (32 MiB). Negative is an error.
+	MaxBytes int64
 }
 
 // Register builds a handler with New and registers it on h for the topic of
-// payload type T:
+// payload type T, with opts (relay.WithTimeout, relay.WithRetryPolicy):
 //
-//	err := pdf.Register(h, pdf.DirStore{Dir: "/srv/invoices"}, pdf.InvoiceRenderer{})
+//	err := pdf.Register(h, pdf.Config[pdf.Invoice]{
+//		Store:    pdf.DirStore{Dir: "/srv/invoices"},
+//		Renderer: pdf.InvoiceRenderer{},
+//	}, relay.WithTimeout(30*time.Second))
 //
-// T is inferred from the renderer's Render method. Register returns New's
-// error (a *relay.ConfigError) and registers nothing when the configuration
-// is invalid. Errors that relay.Handle collects (a topic registered twice)
+// It returns New's error and registers nothing when the configuration is
+// invalid. Errors that relay.Handle collects (a topic registered twice)
 // are returned by relay.New, as for any handler.
-func Register[T outbox.Message](h *relay.Handlers, store BlobStore, r Renderer[T], opts ...Option) error {
+func Register[T outbox.Message](h *relay.Handlers, cfg Config[T], opts ...relay.HandlerOption) error {
 	if h == nil {
-		return configErr("Register", "nil *relay.Handlers")
+		return configErr("Handlers", "nil *relay.Handlers")
 	}
-	fn, err := New(store, r, opts...)
+	fn, err := New(cfg)
 	if err != nil {
 		return err
 	}
-	var o options
-	for _, opt := range opts {
-		if opt != nil {
-			opt(&o)
-		}
-	}
-	relay.Handle(h, fn, o.relayOpts...)
+	relay.Handle(h, fn, opts...)
 	return nil
 }
 
-// New returns a handler for payload type T that renders each entry's
-// payload with r and stores it with store under ObjectName(prefix, key),
-// then records a Stored result with the entry. Register it with
-// relay.Handle, or use Register. New returns a *relay.ConfigError
-// (matching relay.ErrInvalidConfig) when store or r is nil or an option is
-// invalid.
+// New validates cfg and returns a handler for payload type T that renders
+// each entry's payload with cfg.Renderer and stores it with cfg.Store
+// under ObjectName(prefix, key), then records a Stored result with the
+// entry. Register it with relay.Handle, or use Register. The error joins
+// every problem found, each a *ConfigError matching ErrInvalidConfig: a
+// missing Store or Renderer, an invalid Prefix, a negative MaxBytes, a
+// DirStore without Dir.
 //
 // For each attempt the handler:
 //
 //  1. returns the context's error, without rendering, if it is already done;
-//  2. renders the payload into memory (at most the WithMaxBytes limit); a
-//     render error, a panic, an empty or non-PDF output and ErrTooLarge are
-//     permanent, unless the renderer returned relay.RetryAfter;
-//  3. checks the context again, then calls store.Put; store errors are
+//  2. renders the payload into memory (at most MaxBytes); a render error, a
+//     panic, an empty or non-PDF output and ErrTooLarge are permanent,
+//     unless the renderer returned relay.RetryAfter;
+//  3. checks the context again, then calls Store.Put; store errors are
 //     retried, unless the store wrapped them in relay.Permanent;
-//  4. reports a Stored result (location, name, size, SHA-256) with
-//     Entry.SetResult, so the relay saves it with the entry and its
-//     processed key.
+//  4. reports a Stored result (name, the store's public URL if any, size,
+//     SHA-256) with Entry.SetResult, so the relay saves it with the entry
+//     and its processed key.
 //
 // Every attempt of an entry uses the same object name, so a retry (or the
 // one re-delivery a crash after the store and before the completion can
 // cause) overwrites the document instead of adding a second one.
-func New[T outbox.Message](store BlobStore, r Renderer[T], opts ...Option) (relay.HandlerFunc[T], error) {
+func New[T outbox.Message](cfg Config[T]) (relay.HandlerFunc[T], error) {
 	typ := reflect.TypeFor[T]().String()
-	if isNil(store) {
-		return nil, configErr("store", "nil BlobStore for %s", typ)
+	var errs []error
+	if isNil(cfg.Store) {
+		errs = append(errs, configErr("Store", "nil BlobStore for %s; DirStore{Dir: ...} stores files", typ))
+	} else if v, ok := cfg.Store.(interface{ validate() []error }); ok {
+		errs = append(errs, v.validate()...)
 	}
-	if isNil(r) {
-		return nil, configErr("renderer", "nil Renderer for %s", typ)
+	if isNil(cfg.Renderer) {
+		errs = append(errs, configErr("Renderer", "nil Renderer for %s", typ))
 	}
-	if v, ok := store.(interface{ validate() error }); ok {
-		if err := v.validate(); err != nil {
-			return nil, err
+	if cfg.MaxBytes < 0 {
+		errs = append(errs, configErr("MaxBytes", "negative (%d); 0 is the default, %d bytes", cfg.MaxBytes, DefaultMaxBytes))
+	}
+	maxBytes := cfg.MaxBytes
+	if maxBytes == 0 {
+		maxBytes = DefaultMaxBytes
+	}
+	prefix := cfg.Prefix
+	switch {
+	case cfg.NoPrefix && cfg.Prefix != "":
+		errs = append(errs, configErr("NoPrefix", "set together with Prefix %q; set one", cfg.Prefix))
+	case cfg.NoPrefix:
+	case prefix != "":
+		if err := checkPrefix(prefix); err != nil {
+			errs = append(errs, err)
 		}
-	}
-	o := options{maxBytes: DefaultMaxBytes}
-	for _, opt := range opts {
-		if opt != nil {
-			opt(&o)
-		}
-	}
-	if len(o.errs) > 0 {
-		return nil, o.errs[0]
-	}
-	var prefix string
-	if o.prefix != nil {
-		prefix = *o.prefix
-	} else {
+	default:
 		topic, err := topicOf[T](typ)
 		if err != nil {
-			return nil, err
-		}
-		if err := checkPrefix(topic); err != nil {
-			return nil, configErr("WithPrefix", "the topic %q of %s is not usable as a name prefix; set one with WithPrefix", topic, typ)
+			errs = append(errs, err)
+		} else if checkPrefix(topic) != nil {
+			errs = append(errs, configErr("Prefix", "empty, and the topic %q of %s is not usable as a name prefix; set one", topic, typ))
 		}
 		prefix = topic
 	}
-	h := &handler[T]{store: store, render: r, prefix: prefix, maxBytes: o.maxBytes}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	h := &handler[T]{store: cfg.Store, render: cfg.Renderer, prefix: prefix, maxBytes: maxBytes}
+	if ps, ok := cfg.Store.(PublicStore); ok {
+		h.public = ps
+	}
 	return h.handle, nil
 }
 
 type handler[T outbox.Message] struct {
 	store    BlobStore
+	public   PublicStore // store, if it gives public URLs
 	render   Renderer[T]
 	prefix   string
 	maxBytes int64
@@ -214,14 +216,17 @@ func (h *handler[T]) handle(ctx context.Context, e *relay.Entry[T]) error {
 	if err := ctxErr(ctx); err != nil {
 		return fmt.Errorf("pdf: %s: after rendering: %w", name, err)
 	}
-	loc, err := h.store.Put(ctx, name, bytes.NewReader(doc))
-	if err != nil {
+	if err := h.store.Put(ctx, name, bytes.NewReader(doc)); err != nil {
 		return fmt.Errorf("pdf: storing %s: %w", name, err)
 	}
 	// The document is stored: that is the effect, so the attempt succeeds
 	// even if ctx ended meanwhile (a retry would only store it again).
 	sum := sha256.Sum256(doc)
-	e.SetResult(Stored{Location: loc, Name: name, Bytes: int64(len(doc)), SHA256: hex.EncodeToString(sum[:])})
+	res := Stored{Name: name, Bytes: int64(len(doc)), SHA256: hex.EncodeToString(sum[:])}
+	if h.public != nil {
+		res.URL = h.public.PublicURL(name)
+	}
+	e.SetResult(res)
 	return nil
 }
 
@@ -274,7 +279,7 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 // bytes), replaces any other byte by '_' and drops leading dots. The slug
 // keeps names readable; the hash keeps them distinct for keys that differ
 // only in replaced characters or in case (on case-insensitive file
-// systems). With a prefix that WithPrefix accepts, the result never has a
+// systems). With a prefix that Config.Prefix accepts, the result never has a
 // "." or ".." element, a backslash or a leading "/", whatever the key, so
 // a key cannot make a name escape the store.
 func ObjectName(prefix, key string) string {
@@ -318,24 +323,24 @@ func safeByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
 }
 
-// checkPrefix validates a WithPrefix value.
+// checkPrefix validates a Config.Prefix value.
 func checkPrefix(p string) error {
 	if p == "" {
 		return nil
 	}
 	if len(p) > maxPrefixLen {
-		return configErr("WithPrefix", "prefix is %d bytes; at most %d", len(p), maxPrefixLen)
+		return configErr("Prefix", "%d bytes; at most %d", len(p), maxPrefixLen)
 	}
 	for seg := range strings.SplitSeq(p, "/") {
 		if seg == "" {
-			return configErr("WithPrefix", "prefix %q has an empty element (a leading, trailing or double slash)", p)
+			return configErr("Prefix", "%q has an empty element (a leading, trailing or double slash)", p)
 		}
 		if seg[0] == '.' {
-			return configErr("WithPrefix", "prefix %q has an element starting with '.'", p)
+			return configErr("Prefix", "%q has an element starting with '.'", p)
 		}
 		for i := 0; i < len(seg); i++ {
 			if !safeByte(seg[i]) {
-				return configErr("WithPrefix", "prefix %q has the character %q; use letters, digits, '.', '_', '-' and '/'", p, seg[i])
+				return configErr("Prefix", "%q has the character %q; use letters, digits, '.', '_', '-' and '/'", p, seg[i])
 			}
 		}
 	}
@@ -360,7 +365,7 @@ func ctxErr(ctx context.Context) error {
 func topicOf[T outbox.Message](typ string) (topic string, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = configErr("WithPrefix", "%s.Topic() panicked on the zero value (%v); set a prefix with WithPrefix", typ, p)
+			err = configErr("Prefix", "empty, and %s.Topic() panicked on the zero value (%v); set a prefix", typ, p)
 		}
 	}()
 	var zero T
@@ -377,8 +382,4 @@ func isNil(v any) bool {
 		return rv.IsNil()
 	}
 	return false
-}
-
-func configErr(field, format string, args ...any) error {
-	return &relay.ConfigError{Field: "pdf." + field, Reason: fmt.Sprintf(format, args...)}
 }

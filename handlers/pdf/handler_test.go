@@ -28,7 +28,7 @@ func TestInvoiceIsStoredAndRecorded(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	db, ev := startRelay(t, func(h *relay.Handlers) error {
-		return pdf.Register(h, pdf.DirStore{Dir: dir}, pdf.InvoiceRenderer{})
+		return pdf.Register(h, invoices(pdf.DirStore{Dir: dir}))
 	})
 	ctx := context.Background()
 	const key = "invoice:2024-0017"
@@ -46,10 +46,9 @@ func TestInvoiceIsStoredAndRecorded(t *testing.T) {
 	doc := readFile(t, filepath.Join(dir, filepath.FromSlash(name)))
 	sum := sha256.Sum256(doc)
 	want := pdf.Stored{
-		Location: filepath.Join(dir, filepath.FromSlash(name)),
-		Name:     name,
-		Bytes:    int64(len(doc)),
-		SHA256:   hex.EncodeToString(sum[:]),
+		Name:   name,
+		Bytes:  int64(len(doc)),
+		SHA256: hex.EncodeToString(sum[:]),
 	}
 
 	e, err := outbox.Get(ctx, db.Pool, res.ID)
@@ -94,7 +93,7 @@ func TestRetryUsesTheSameName(t *testing.T) {
 	store := newTestStore(pdf.DirStore{Dir: dir})
 	store.failNext = 1
 	db, ev := startRelay(t, func(h *relay.Handlers) error {
-		return pdf.Register(h, store, pdf.InvoiceRenderer{})
+		return pdf.Register(h, invoices(store))
 	})
 	const key = "invoice:retry"
 	res, err := outbox.Enqueue(context.Background(), db.Pool, sampleInvoice("R-1"), outbox.WithKey(key))
@@ -123,7 +122,7 @@ func TestInvalidInvoiceIsDeadLettered(t *testing.T) {
 	dir := t.TempDir()
 	store := newTestStore(pdf.DirStore{Dir: dir})
 	db, ev := startRelay(t, func(h *relay.Handlers) error {
-		return pdf.Register(h, store, pdf.InvoiceRenderer{})
+		return pdf.Register(h, invoices(store))
 	})
 	inv := sampleInvoice("BAD-1")
 	inv.Lines[1].Quantity = -2
@@ -164,8 +163,7 @@ func TestRegisterPassesHandlerOptions(t *testing.T) {
 	store := newTestStore(pdf.DirStore{Dir: t.TempDir()})
 	store.setMode(handlertest.Hang)
 	db, ev := startRelay(t, func(h *relay.Handlers) error {
-		return pdf.Register(h, store, pdf.InvoiceRenderer{},
-			pdf.WithHandlerOptions(relay.WithTimeout(100*time.Millisecond)))
+		return pdf.Register(h, invoices(store), relay.WithTimeout(100*time.Millisecond))
 	})
 	res, err := outbox.Enqueue(context.Background(), db.Pool, sampleInvoice("T-1"), outbox.WithKey("invoice:timeout"))
 	if err != nil {
@@ -180,9 +178,9 @@ func TestRegisterPassesHandlerOptions(t *testing.T) {
 }
 
 // newHandler builds a handler for direct calls, failing the test on error.
-func newHandler[T outbox.Message](t *testing.T, store pdf.BlobStore, r pdf.Renderer[T], opts ...pdf.Option) relay.HandlerFunc[T] {
+func newHandler[T outbox.Message](t *testing.T, cfg pdf.Config[T]) relay.HandlerFunc[T] {
 	t.Helper()
-	fn, err := pdf.New(store, r, opts...)
+	fn, err := pdf.New(cfg)
 	if err != nil {
 		t.Fatalf("pdf.New: %v", err)
 	}
@@ -202,7 +200,7 @@ func TestKeysCannotEscapeTheStore(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	handle := newHandler(t, pdf.DirStore{Dir: dir}, pdf.InvoiceRenderer{})
+	handle := newHandler(t, invoices(pdf.DirStore{Dir: dir}))
 	keys := []string{
 		"../../escape", "/etc/passwd", "..", ".", "a/../../b", `..\..\windows`, ".hidden",
 		"C:\\x", "key\x00nul", "tab\tand\nnewline", "ünïcödé/../..", strings.Repeat("../", 85),
@@ -227,10 +225,10 @@ func TestHandlerHonoursADoneContext(t *testing.T) {
 	t.Parallel()
 	store := newTestStore(pdf.DirStore{Dir: t.TempDir()})
 	rendered := false
-	handle := newHandler(t, store, pdf.RenderFunc[pdf.Invoice](func(w io.Writer, inv pdf.Invoice) error {
+	handle := newHandler(t, pdf.Config[pdf.Invoice]{Store: store, Renderer: pdf.RenderFunc[pdf.Invoice](func(w io.Writer, inv pdf.Invoice) error {
 		rendered = true
 		return pdf.InvoiceRenderer{}.Render(w, inv)
-	}))
+	})})
 	ctx, cancel := context.WithCancelCause(context.Background())
 	cancel(relay.ErrLeaseLost)
 	err := handle(ctx, entry("k", sampleInvoice("C-1")))
@@ -253,26 +251,26 @@ func TestRenderFailuresArePermanent(t *testing.T) {
 	tests := []struct {
 		name      string
 		render    pdf.RenderFunc[pdf.Invoice]
-		opts      []pdf.Option
+		maxBytes  int64
 		permanent bool
 		is        error
 	}{
-		{"error", func(io.Writer, pdf.Invoice) error { return errFont }, nil, true, errFont},
-		{"retry after", func(io.Writer, pdf.Invoice) error { return relay.RetryAfter(time.Second, errFont) }, nil, false, errFont},
-		{"panic", func(io.Writer, pdf.Invoice) error { panic("boom") }, nil, true, nil},
-		{"nothing written", func(io.Writer, pdf.Invoice) error { return nil }, nil, true, nil},
-		{"not a PDF", func(w io.Writer, _ pdf.Invoice) error { _, err := io.WriteString(w, "hello"); return err }, nil, true, nil},
-		{"too large", pdf.InvoiceRenderer{}.Render, []pdf.Option{pdf.WithMaxBytes(100)}, true, pdf.ErrTooLarge},
+		{"error", func(io.Writer, pdf.Invoice) error { return errFont }, 0, true, errFont},
+		{"retry after", func(io.Writer, pdf.Invoice) error { return relay.RetryAfter(time.Second, errFont) }, 0, false, errFont},
+		{"panic", func(io.Writer, pdf.Invoice) error { panic("boom") }, 0, true, nil},
+		{"nothing written", func(io.Writer, pdf.Invoice) error { return nil }, 0, true, nil},
+		{"not a PDF", func(w io.Writer, _ pdf.Invoice) error { _, err := io.WriteString(w, "hello"); return err }, 0, true, nil},
+		{"too large", pdf.InvoiceRenderer{}.Render, 100, true, pdf.ErrTooLarge},
 		{"invalid invoice", func(w io.Writer, inv pdf.Invoice) error {
 			inv.Currency = "euro"
 			return pdf.InvoiceRenderer{}.Render(w, inv)
-		}, nil, true, pdf.ErrInvalidDocument},
+		}, 0, true, pdf.ErrInvalidDocument},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			store := newTestStore(pdf.DirStore{Dir: t.TempDir()})
-			handle := newHandler(t, store, tt.render, tt.opts...)
+			handle := newHandler(t, pdf.Config[pdf.Invoice]{Store: store, Renderer: tt.render, MaxBytes: tt.maxBytes})
 			err := handle(context.Background(), entry("k", sampleInvoice("F-1")))
 			if err == nil {
 				t.Fatal("no error")
@@ -296,7 +294,7 @@ func TestStoreErrorsAreRetriedUnlessPermanent(t *testing.T) {
 	for _, mode := range []handlertest.Mode{handlertest.Retryable, handlertest.Permanent} {
 		store := newTestStore(pdf.DirStore{Dir: t.TempDir()})
 		store.setMode(mode)
-		handle := newHandler(t, store, pdf.InvoiceRenderer{})
+		handle := newHandler(t, invoices(store))
 		err := handle(context.Background(), entry("k", sampleInvoice("S-1")))
 		_, permanent := errors.AsType[*relay.PermanentError](err)
 		if err == nil || permanent != (mode == handlertest.Permanent) {
@@ -308,12 +306,14 @@ func TestStoreErrorsAreRetriedUnlessPermanent(t *testing.T) {
 	}
 }
 
-// The prefix option names where documents go.
-func TestWithPrefix(t *testing.T) {
+// Config.Prefix names where documents go; NoPrefix stores them at the top.
+func TestPrefix(t *testing.T) {
 	t.Parallel()
 	for _, prefix := range []string{"", "invoices", "tenant-7/invoices/2024"} {
 		dir := t.TempDir()
-		handle := newHandler(t, pdf.DirStore{Dir: dir}, pdf.InvoiceRenderer{}, pdf.WithPrefix(prefix))
+		cfg := invoices(pdf.DirStore{Dir: dir})
+		cfg.Prefix, cfg.NoPrefix = prefix, prefix == ""
+		handle := newHandler(t, cfg)
 		if err := handle(context.Background(), entry("inv-1", sampleInvoice("P-1"))); err != nil {
 			t.Fatal(err)
 		}
@@ -335,49 +335,89 @@ type pathTopic struct{}
 
 func (pathTopic) Topic() string { return "../escape" }
 
-// New refuses configurations that cannot work, with errors that match
-// relay.ErrInvalidConfig.
+// New and Register refuse configurations that cannot work, each problem a
+// *pdf.ConfigError naming its field, and Register then registers nothing.
 func TestNewRefusesBadConfig(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	var nilStore *testStore
 	var nilRender pdf.RenderFunc[pdf.Invoice]
-	check := func(name string, err error) {
-		t.Helper()
-		if !errors.Is(err, relay.ErrInvalidConfig) {
-			t.Errorf("%s: error %v; want one matching relay.ErrInvalidConfig", name, err)
+	good := invoices(pdf.DirStore{Dir: dir})
+	with := func(edit func(*pdf.Config[pdf.Invoice])) pdf.Config[pdf.Invoice] {
+		c := good
+		edit(&c)
+		return c
+	}
+	tests := []struct {
+		name  string
+		cfg   pdf.Config[pdf.Invoice]
+		field string
+	}{
+		{"nil store", with(func(c *pdf.Config[pdf.Invoice]) { c.Store = nil }), "Store"},
+		{"typed nil store", with(func(c *pdf.Config[pdf.Invoice]) { c.Store = nilStore }), "Store"},
+		{"nil renderer", with(func(c *pdf.Config[pdf.Invoice]) { c.Renderer = nil }), "Renderer"},
+		{"nil RenderFunc", with(func(c *pdf.Config[pdf.Invoice]) { c.Renderer = nilRender }), "Renderer"},
+		{"empty Dir", with(func(c *pdf.Config[pdf.Invoice]) { c.Store = pdf.DirStore{} }), "Store.Dir"},
+		{"relative BaseURL", with(func(c *pdf.Config[pdf.Invoice]) { c.Store = pdf.DirStore{Dir: dir, BaseURL: "/docs"} }), "Store.BaseURL"},
+		{"BaseURL with a query", with(func(c *pdf.Config[pdf.Invoice]) {
+			c.Store = pdf.DirStore{Dir: dir, BaseURL: "https://cdn.example.com/docs?token=x"}
+		}), "Store.BaseURL"},
+		{"MaxBytes -1", with(func(c *pdf.Config[pdf.Invoice]) { c.MaxBytes = -1 }), "MaxBytes"},
+		{"MaxBytes very negative", with(func(c *pdf.Config[pdf.Invoice]) { c.MaxBytes = -1 << 40 }), "MaxBytes"},
+		{"Prefix and NoPrefix", with(func(c *pdf.Config[pdf.Invoice]) { c.Prefix, c.NoPrefix = "x", true }), "NoPrefix"},
+	}
+	for _, p := range []string{"../x", "/abs", "a//b", "a/", ".hidden", "a/./b", "a b", `a\b`, strings.Repeat("p", 129)} {
+		tests = append(tests, struct {
+			name  string
+			cfg   pdf.Config[pdf.Invoice]
+			field string
+		}{"prefix " + p, with(func(c *pdf.Config[pdf.Invoice]) { c.Prefix = p }), "Prefix"})
+	}
+	for _, tc := range tests {
+		_, err := pdf.New(tc.cfg)
+		ce, ok := errors.AsType[*pdf.ConfigError](err)
+		if !errors.Is(err, pdf.ErrInvalidConfig) || !ok || ce.Field != tc.field {
+			t.Errorf("%s: error %v; want a *pdf.ConfigError for %s", tc.name, err, tc.field)
+			continue
+		}
+		if !strings.HasPrefix(ce.Error(), "pdf: invalid config "+tc.field+": ") {
+			t.Errorf("%s: message %q", tc.name, ce.Error())
+		}
+		h := relay.NewHandlers()
+		if err := pdf.Register(h, tc.cfg); !errors.Is(err, pdf.ErrInvalidConfig) {
+			t.Errorf("%s: Register: %v; want ErrInvalidConfig", tc.name, err)
+		}
+		if got := h.Topics(); len(got) != 0 {
+			t.Errorf("%s: a failed Register registered %q", tc.name, got)
 		}
 	}
-	_, err := pdf.New[pdf.Invoice](nil, pdf.InvoiceRenderer{})
-	check("nil store", err)
-	_, err = pdf.New[pdf.Invoice](nilStore, pdf.InvoiceRenderer{})
-	check("typed nil store", err)
-	_, err = pdf.New[pdf.Invoice](pdf.DirStore{Dir: dir}, nil)
-	check("nil renderer", err)
-	_, err = pdf.New(pdf.DirStore{Dir: dir}, nilRender)
-	check("nil RenderFunc", err)
-	_, err = pdf.New(pdf.DirStore{}, pdf.InvoiceRenderer{})
-	check("empty Dir", err)
-	for _, p := range []string{"../x", "/abs", "a//b", "a/", ".hidden", "a/./b", "a b", `a\b`, strings.Repeat("p", 129)} {
-		_, err = pdf.New(pdf.DirStore{Dir: dir}, pdf.InvoiceRenderer{}, pdf.WithPrefix(p))
-		check("prefix "+p, err)
+
+	_, err := pdf.New(pdf.Config[*pointerDoc]{Store: pdf.DirStore{Dir: dir}, Renderer: pdf.RenderFunc[*pointerDoc](func(io.Writer, *pointerDoc) error { return nil })})
+	if ce, ok := errors.AsType[*pdf.ConfigError](err); !ok || ce.Field != "Prefix" {
+		t.Errorf("topic panics on the zero value: %v; want a ConfigError for Prefix", err)
 	}
-	_, err = pdf.New(pdf.DirStore{Dir: dir}, pdf.InvoiceRenderer{}, pdf.WithMaxBytes(0))
-	check("WithMaxBytes(0)", err)
-	_, err = pdf.New(pdf.DirStore{Dir: dir}, pdf.RenderFunc[*pointerDoc](func(io.Writer, *pointerDoc) error { return nil }))
-	check("topic panics on the zero value", err)
-	_, err = pdf.New(pdf.DirStore{Dir: dir}, pdf.RenderFunc[pathTopic](func(io.Writer, pathTopic) error { return nil }))
-	check("topic unusable as a prefix", err)
-	if _, err = pdf.New(pdf.DirStore{Dir: dir}, pdf.RenderFunc[pathTopic](func(io.Writer, pathTopic) error { return nil }),
-		pdf.WithPrefix("paths")); err != nil {
+	paths := pdf.RenderFunc[pathTopic](func(io.Writer, pathTopic) error { return nil })
+	_, err = pdf.New(pdf.Config[pathTopic]{Store: pdf.DirStore{Dir: dir}, Renderer: paths})
+	if ce, ok := errors.AsType[*pdf.ConfigError](err); !ok || ce.Field != "Prefix" {
+		t.Errorf("topic unusable as a prefix: %v; want a ConfigError for Prefix", err)
+	}
+	if _, err = pdf.New(pdf.Config[pathTopic]{Store: pdf.DirStore{Dir: dir}, Renderer: paths, Prefix: "paths"}); err != nil {
 		t.Errorf("an explicit prefix for an unusable topic: %v", err)
 	}
-	check("nil handlers", pdf.Register(nil, pdf.DirStore{Dir: dir}, pdf.InvoiceRenderer{}))
+	if err := pdf.Register(nil, good); !errors.Is(err, pdf.ErrInvalidConfig) {
+		t.Errorf("nil handlers: %v; want ErrInvalidConfig", err)
+	}
 
-	h := relay.NewHandlers()
-	check("Register with a bad option", pdf.Register(h, pdf.DirStore{Dir: dir}, pdf.InvoiceRenderer{}, pdf.WithPrefix("..")))
-	if got := h.Topics(); len(got) != 0 {
-		t.Errorf("a failed Register registered %q", got)
+	// Every problem is reported, not just the first.
+	_, err = pdf.New(pdf.Config[pdf.Invoice]{Store: pdf.DirStore{}, MaxBytes: -1, Prefix: "../x"})
+	var fields []string
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		if ce, ok := errors.AsType[*pdf.ConfigError](e); ok {
+			fields = append(fields, ce.Field)
+		}
+	}
+	if want := []string{"Store.Dir", "Renderer", "MaxBytes", "Prefix"}; !slices.Equal(fields, want) {
+		t.Errorf("problems %q; want %q", fields, want)
 	}
 }
 
@@ -405,14 +445,90 @@ func TestObjectName(t *testing.T) {
 	}
 }
 
-// Stored results survive JSON the way the relay saves them.
+// Stored results survive JSON the way the relay saves them; "url" only
+// when there is one.
 func TestStoredJSON(t *testing.T) {
 	t.Parallel()
-	b, err := json.Marshal(pdf.Stored{Location: "/x/y.pdf", Name: "y.pdf", Bytes: 12, SHA256: "ab"})
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		in   pdf.Stored
+		want string
+	}{
+		{pdf.Stored{Name: "p/y.pdf", Bytes: 12, SHA256: "ab"}, `{"name":"p/y.pdf","bytes":12,"sha256":"ab"}`},
+		{pdf.Stored{Name: "p/y.pdf", URL: "https://cdn.example.com/p/y.pdf", Bytes: 12, SHA256: "ab"},
+			`{"name":"p/y.pdf","url":"https://cdn.example.com/p/y.pdf","bytes":12,"sha256":"ab"}`},
+	} {
+		b, err := json.Marshal(tc.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(b, []byte(tc.want)) {
+			t.Errorf("JSON %s; want %s", b, tc.want)
+		}
 	}
-	if want := `{"location":"/x/y.pdf","name":"y.pdf","bytes":12,"sha256":"ab"}`; !bytes.Equal(b, []byte(want)) {
-		t.Fatalf("JSON %s; want %s", b, want)
+}
+
+// What the entry records — and package progress streams to browsers —
+// is the document's name within the store, never the server's path to
+// it; with a BaseURL, the store's public URL too. The name reads the
+// document back through the store.
+func TestResultShowsNoLocalPath(t *testing.T) {
+	t.Parallel()
+	for _, base := range []string{"", "https://files.example.com/docs"} {
+		dir := t.TempDir()
+		store := pdf.DirStore{Dir: dir, BaseURL: base}
+		db, ev := startRelay(t, func(h *relay.Handlers) error {
+			return pdf.Register(h, invoices(store))
+		})
+		ctx := context.Background()
+		const key = "invoice:path-check"
+		res, err := outbox.Enqueue(ctx, db.Pool, sampleInvoice("P-7"), outbox.WithKey(key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.Wait(t, res.ID, relay.EventDone)
+		e, err := outbox.Get(ctx, db.Pool, res.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fromKey []byte
+		if err := db.Pool.QueryRow(ctx, `SELECT result FROM outbox_processed_keys WHERE key = $1`, key).Scan(&fromKey); err != nil {
+			t.Fatal(err)
+		}
+		for where, raw := range map[string][]byte{"entry": e.Result, "processed key": fromKey} {
+			if bytes.Contains(raw, []byte(dir)) || bytes.Contains(raw, []byte(filepath.ToSlash(dir))) || bytes.Contains(raw, []byte(os.TempDir())) {
+				t.Errorf("BaseURL %q: the %s's result %s shows the store's directory %s", base, where, raw, dir)
+			}
+			var fields map[string]any
+			if err := json.Unmarshal(raw, &fields); err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range fields {
+				if s, ok := v.(string); ok && (filepath.IsAbs(s) || strings.HasPrefix(s, "/")) {
+					t.Errorf("BaseURL %q: the %s's result has the absolute path %q in %q", base, where, s, k)
+				}
+			}
+		}
+		var got pdf.Stored
+		if err := json.Unmarshal(e.Result, &got); err != nil {
+			t.Fatal(err)
+		}
+		name := pdf.ObjectName("pdf.invoice", key)
+		wantURL := ""
+		if base != "" {
+			wantURL = base + "/" + name
+		}
+		if got.Name != name || got.URL != wantURL {
+			t.Fatalf("BaseURL %q: result %+v; want name %q, url %q", base, got, name, wantURL)
+		}
+		f, err := store.Open(got.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, err := io.ReadAll(f)
+		_ = f.Close()
+		sum := sha256.Sum256(doc)
+		if err != nil || int64(len(doc)) != got.Bytes || hex.EncodeToString(sum[:]) != got.SHA256 {
+			t.Fatalf("BaseURL %q: reading %s back: %d bytes, %v; want the %d bytes the result describes", base, got.Name, len(doc), err, got.Bytes)
+		}
 	}
 }

@@ -125,7 +125,7 @@ func newTestStore(inner pdf.BlobStore) *testStore {
 // errDiskFull is the testStore's retryable failure.
 var errDiskFull = errors.New("no space left on device (simulated)")
 
-func (s *testStore) Put(ctx context.Context, name string, r io.Reader) (string, error) {
+func (s *testStore) Put(ctx context.Context, name string, r io.Reader) error {
 	s.mu.Lock()
 	s.names = append(s.names, name)
 	mode := s.mode
@@ -136,20 +136,20 @@ func (s *testStore) Put(ctx context.Context, name string, r io.Reader) (string, 
 	s.mu.Unlock()
 	switch {
 	case fail || mode == handlertest.Retryable:
-		return "", errDiskFull
+		return errDiskFull
 	case mode == handlertest.Permanent:
-		return "", relay.Permanent(errors.New("the store refuses this object (simulated)"))
+		return relay.Permanent(errors.New("the store refuses this object (simulated)"))
 	case mode == handlertest.Hang:
 		<-ctx.Done()
-		return "", ctx.Err()
+		return ctx.Err()
 	}
-	loc, err := s.inner.Put(ctx, name, r)
+	err := s.inner.Put(ctx, name, r)
 	if err == nil {
 		s.mu.Lock()
 		s.stored[name]++
 		s.mu.Unlock()
 	}
-	return loc, err
+	return err
 }
 
 func (s *testStore) setMode(m handlertest.Mode) {
@@ -168,6 +168,11 @@ func (s *testStore) putNames() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.names)
+}
+
+// invoices is the configuration of an invoice handler storing in store.
+func invoices(store pdf.BlobStore) pdf.Config[pdf.Invoice] {
+	return pdf.Config[pdf.Invoice]{Store: store, Renderer: pdf.InvoiceRenderer{}}
 }
 
 // startRelay makes a database and runs a relay (handlertest.StartRelay)

@@ -8,9 +8,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
 	"path"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"unicode/utf8"
@@ -19,13 +19,13 @@ import (
 )
 
 // BlobStore stores rendered documents. Implement it for an object store
-// (S3, GCS, a database table) and pass it to New or Register.
+// (S3, GCS, a database table) and give it as Config.Store.
 type BlobStore interface {
 	// Put stores the content read from r under name, replacing any object
-	// of that name, and returns where it went (a path, a URL) for the
-	// entry's result. name is a slash-separated relative path such as
+	// of that name. name is a slash-separated relative path such as
 	// "pdf.invoice/inv-17-<hash>.pdf", the same for every attempt of an
-	// entry.
+	// entry; it is the document's key within the store, and what the
+	// entry's result records (Stored.Name).
 	//
 	// Put must be all or nothing: when it returns an error, the object
 	// under name is either absent or the one stored before, never partly
@@ -34,7 +34,22 @@ type BlobStore interface {
 	// An error is retried by the relay; wrap it with relay.Permanent when
 	// no retry can succeed for this object (the store refuses the name,
 	// say), to dead-letter the entry at once.
-	Put(ctx context.Context, name string, r io.Reader) (location string, err error)
+	Put(ctx context.Context, name string, r io.Reader) error
+}
+
+// PublicStore is a BlobStore whose documents can be fetched at a URL the
+// people they are for may see: a CDN or a file server in front of the
+// store. The handler records PublicURL(name) in the entry's result
+// (Stored.URL) when it is not empty.
+type PublicStore interface {
+	BlobStore
+	// PublicURL returns the URL at which the document stored under name
+	// can be fetched, or "" for none. The URL reaches end users (the
+	// entry's result is streamed to browsers by package progress), so it
+	// must show nothing the store keeps private: no local path, no
+	// credentials. It should be a function of name alone, so that it can
+	// be computed ahead of time like ObjectName.
+	PublicURL(name string) string
 }
 
 // DirStore is a BlobStore that writes documents as files under a local
@@ -68,6 +83,14 @@ type DirStore struct {
 	// Directories get the same bits plus search (x) wherever read (r) is
 	// set, so 0o640 gives 0o750.
 	FileMode fs.FileMode
+
+	// BaseURL, when set, is the URL at which a web server or CDN serves
+	// Dir: PublicURL(name) is BaseURL, a slash and the name with each
+	// element path-escaped, and the handler records it in the entry's
+	// result. An absolute http or https URL without query or fragment.
+	// Default "": documents have no public URL, and results carry only
+	// their names.
+	BaseURL string
 }
 
 // maxNameLen and maxSegmentLen bound the names DirStore accepts, in bytes.
@@ -78,25 +101,20 @@ const (
 	maxSegmentLen = 200
 )
 
-// Put stores r's content as the file Dir/name. It returns the file's
-// absolute path.
-func (s DirStore) Put(ctx context.Context, name string, r io.Reader) (string, error) {
+// Put stores r's content as the file Dir/name.
+func (s DirStore) Put(ctx context.Context, name string, r io.Reader) error {
 	if err := checkName(name); err != nil {
-		return "", err
+		return err
 	}
-	if err := s.validate(); err != nil {
-		return "", err
+	if errs := s.validate(); len(errs) > 0 {
+		return errors.Join(errs...)
 	}
 	if err := ctxErr(ctx); err != nil {
-		return "", err
+		return err
 	}
-	abs, err := filepath.Abs(s.Dir)
+	root, err := os.OpenRoot(s.Dir)
 	if err != nil {
-		return "", fmt.Errorf("pdf: DirStore: %w", err)
-	}
-	root, err := os.OpenRoot(abs)
-	if err != nil {
-		return "", fmt.Errorf("pdf: DirStore: %w", err)
+		return fmt.Errorf("pdf: DirStore: %w", err)
 	}
 	defer root.Close()
 
@@ -107,37 +125,85 @@ func (s DirStore) Put(ctx context.Context, name string, r io.Reader) (string, er
 	dir, base := path.Split(name)
 	dir = path.Clean(dir) // "." when name has no directory
 	if err := ensureDir(root, dir, mode|(mode&0o444)>>2); err != nil {
-		return "", err
+		return err
 	}
 	tmp, err := tempName(dir, base)
 	if err != nil {
-		return "", err
+		return err
 	}
 	if err := writeFile(ctx, root, tmp, mode, r); err != nil {
-		return "", errors.Join(err, removeTemp(root, tmp))
+		return errors.Join(err, removeTemp(root, tmp))
 	}
 	// A cancelled attempt stores nothing, even with the data all written.
 	if err := ctxErr(ctx); err != nil {
-		return "", errors.Join(err, removeTemp(root, tmp))
+		return errors.Join(err, removeTemp(root, tmp))
 	}
 	if err := root.Rename(tmp, name); err != nil {
-		return "", errors.Join(fmt.Errorf("pdf: DirStore: %w", err), removeTemp(root, tmp))
+		return errors.Join(fmt.Errorf("pdf: DirStore: %w", err), removeTemp(root, tmp))
 	}
 	if err := syncDir(root, dir); err != nil {
 		// The file is in place but its rename may not survive a crash:
 		// fail the attempt, and the retry writes it again.
-		return "", err
-	}
-	return filepath.Join(abs, filepath.FromSlash(name)), nil
-}
-
-// validate reports a DirStore that cannot work whatever the name. New
-// calls it, so the mistake shows at registration.
-func (s DirStore) validate() error {
-	if s.Dir == "" {
-		return configErr("DirStore.Dir", "empty; set the directory to store documents in")
+		return err
 	}
 	return nil
+}
+
+// Open opens the document stored under name (a Stored.Name) for reading.
+// Like Put, it refuses names that are not local relative paths
+// (ErrInvalidName) and resolves them with os.Root, so no name reaches
+// outside Dir. A missing document is an error matching fs.ErrNotExist.
+func (s DirStore) Open(name string) (*os.File, error) {
+	if err := checkName(name); err != nil {
+		return nil, errors.Unwrap(err) // not a relay error here
+	}
+	if errs := s.validate(); len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	root, err := os.OpenRoot(s.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("pdf: DirStore: %w", err)
+	}
+	defer root.Close() // the file stays open
+	f, err := root.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("pdf: DirStore: %w", err)
+	}
+	return f, nil
+}
+
+// PublicURL returns BaseURL, a slash and name with each element
+// path-escaped, or "" when BaseURL is empty.
+func (s DirStore) PublicURL(name string) string {
+	if s.BaseURL == "" {
+		return ""
+	}
+	elems := strings.Split(name, "/")
+	for i, e := range elems {
+		elems[i] = url.PathEscape(e)
+	}
+	return strings.TrimSuffix(s.BaseURL, "/") + "/" + strings.Join(elems, "/")
+}
+
+// validate reports what makes a DirStore unusable whatever the name. New
+// calls it, so the mistake shows at registration.
+func (s DirStore) validate() []error {
+	var errs []error
+	if s.Dir == "" {
+		errs = append(errs, configErr("Store.Dir", "empty; set the directory to store documents in"))
+	}
+	if s.BaseURL != "" {
+		u, err := url.Parse(s.BaseURL)
+		switch {
+		case err != nil:
+			errs = append(errs, configErr("Store.BaseURL", "does not parse as a URL"))
+		case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
+			errs = append(errs, configErr("Store.BaseURL", "%q is not an absolute http or https URL", s.BaseURL))
+		case u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
+			errs = append(errs, configErr("Store.BaseURL", "%q has user information, a query or a fragment", s.BaseURL))
+		}
+	}
+	return errs
 }
 
 // checkName validates an object name for DirStore.

@@ -18,33 +18,30 @@ import (
 	"github.com/txoutbox/txoutbox/relay"
 )
 
-func put(t *testing.T, s pdf.DirStore, name, content string) string {
+func put(t *testing.T, s pdf.DirStore, name, content string) {
 	t.Helper()
-	loc, err := s.Put(context.Background(), name, strings.NewReader(content))
-	if err != nil {
+	if err := s.Put(context.Background(), name, strings.NewReader(content)); err != nil {
 		t.Fatalf("Put %q: %v", name, err)
 	}
-	return loc
 }
 
 func TestDirStorePutAndOverwrite(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	s := pdf.DirStore{Dir: dir}
-	loc := put(t, s, "a/b/doc.pdf", "first")
-	if want := filepath.Join(dir, "a", "b", "doc.pdf"); loc != want || !filepath.IsAbs(loc) {
-		t.Fatalf("location %q; want %q", loc, want)
+	put(t, s, "a/b/doc.pdf", "first")
+	path := filepath.Join(dir, "a", "b", "doc.pdf")
+	if got := string(readFile(t, path)); got != "first" {
+		t.Fatalf("content %q; want %q", got, "first")
 	}
-	if got := put(t, s, "a/b/doc.pdf", "second"); got != loc {
-		t.Fatalf("location changed on overwrite: %q, then %q", loc, got)
-	}
-	if got := string(readFile(t, loc)); got != "second" {
+	put(t, s, "a/b/doc.pdf", "second")
+	if got := string(readFile(t, path)); got != "second" {
 		t.Fatalf("content %q after the overwrite; want %q", got, "second")
 	}
 	if got := files(t, dir); !slices.Equal(got, []string{"a/b/doc.pdf"}) {
 		t.Fatalf("files %q; want just the document", got)
 	}
-	info, err := os.Stat(loc)
+	info, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,17 +56,56 @@ func TestDirStorePutAndOverwrite(t *testing.T) {
 	}
 }
 
-// A relative Dir still reports an absolute location. Not parallel: t.Chdir
-// changes the whole process's working directory.
+// Open reads a stored document back by its name, and refuses names that
+// are not local relative paths.
+func TestDirStoreOpen(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := pdf.DirStore{Dir: dir}
+	put(t, s, "a/doc.pdf", "content")
+	f, err := s.Open("a/doc.pdf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(f)
+	if cerr := f.Close(); err != nil || cerr != nil || string(b) != "content" {
+		t.Fatalf("read %q, %v, %v; want %q", b, err, cerr, "content")
+	}
+	if _, err := s.Open("a/missing.pdf"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a missing document: %v; want fs.ErrNotExist", err)
+	}
+	for _, name := range []string{"../x.pdf", "/etc/passwd", "a/../../x", ".hidden"} {
+		if _, err := s.Open(name); !errors.Is(err, pdf.ErrInvalidName) {
+			t.Errorf("name %q: %v; want ErrInvalidName", name, err)
+		}
+	}
+}
+
+// PublicURL is BaseURL and the escaped name, or nothing without BaseURL.
+func TestDirStorePublicURL(t *testing.T) {
+	t.Parallel()
+	name := "pdf.invoice/inv 17#x.pdf"
+	if got := (pdf.DirStore{Dir: "d"}).PublicURL(name); got != "" {
+		t.Errorf("without BaseURL: %q; want none", got)
+	}
+	for _, base := range []string{"https://files.example.com/docs", "https://files.example.com/docs/"} {
+		if got, want := (pdf.DirStore{Dir: "d", BaseURL: base}).PublicURL(name), "https://files.example.com/docs/pdf.invoice/inv%2017%23x.pdf"; got != want {
+			t.Errorf("BaseURL %q: %q; want %q", base, got, want)
+		}
+	}
+}
+
+// A relative Dir is relative to the working directory. Not parallel:
+// t.Chdir changes the whole process's working directory.
 func TestDirStoreRelativeDir(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
 	if err := os.Mkdir("docs", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	loc := put(t, pdf.DirStore{Dir: "docs"}, "x.pdf", "x")
-	if want := filepath.Join(dir, "docs", "x.pdf"); loc != want {
-		t.Fatalf("location %q; want %q", loc, want)
+	put(t, pdf.DirStore{Dir: "docs"}, "x.pdf", "x")
+	if got := string(readFile(t, filepath.Join(dir, "docs", "x.pdf"))); got != "x" {
+		t.Fatalf("content %q; want %q", got, "x")
 	}
 }
 
@@ -99,7 +135,7 @@ func TestDirStoreFailedWriteLeavesNothing(t *testing.T) {
 	s := pdf.DirStore{Dir: dir}
 	errBroken := errors.New("connection reset while streaming")
 
-	_, err := s.Put(context.Background(), "p/doc.pdf", &failingReader{n: 100 << 10, err: errBroken})
+	err := s.Put(context.Background(), "p/doc.pdf", &failingReader{n: 100 << 10, err: errBroken})
 	if !errors.Is(err, errBroken) {
 		t.Fatalf("error %v; want the reader's", err)
 	}
@@ -111,7 +147,7 @@ func TestDirStoreFailedWriteLeavesNothing(t *testing.T) {
 	}
 
 	put(t, s, "p/doc.pdf", "version 1")
-	if _, err := s.Put(context.Background(), "p/doc.pdf", &failingReader{n: 3, err: errBroken}); err == nil {
+	if err := s.Put(context.Background(), "p/doc.pdf", &failingReader{n: 3, err: errBroken}); err == nil {
 		t.Fatal("no error from a failing reader")
 	}
 	if got := files(t, dir); !slices.Equal(got, []string{"p/doc.pdf"}) {
@@ -145,13 +181,13 @@ func TestDirStoreHonoursContext(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &cancellingReader{r: bytes.NewReader(make([]byte, 64<<10)), cancel: cancel}
-	if _, err := s.Put(ctx, "doc.pdf", r); !errors.Is(err, context.Canceled) {
+	if err := s.Put(ctx, "doc.pdf", r); !errors.Is(err, context.Canceled) {
 		t.Fatalf("error %v; want context.Canceled", err)
 	}
 	if r.reads > 3 {
 		t.Fatalf("%d reads after the context ended", r.reads-2)
 	}
-	if _, err := s.Put(ctx, "doc.pdf", strings.NewReader("x")); !errors.Is(err, context.Canceled) {
+	if err := s.Put(ctx, "doc.pdf", strings.NewReader("x")); !errors.Is(err, context.Canceled) {
 		t.Fatalf("error %v with a done context; want context.Canceled", err)
 	}
 	if got := files(t, dir); len(got) != 0 {
@@ -174,7 +210,7 @@ func TestDirStoreRefusesBadNames(t *testing.T) {
 		`..\x.pdf`, `a\b.pdf`, "c:x.pdf", ".hidden.pdf", "a/.tmp.pdf", "nul\x00.pdf", "new\nline.pdf",
 		"bad-\xff.pdf", strings.Repeat("x", 201), strings.Repeat("a/", 600) + "x",
 	} {
-		_, err := s.Put(context.Background(), name, strings.NewReader("x"))
+		err := s.Put(context.Background(), name, strings.NewReader("x"))
 		if !errors.Is(err, pdf.ErrInvalidName) {
 			t.Errorf("name %q: error %v; want ErrInvalidName", name, err)
 			continue
@@ -195,7 +231,7 @@ func TestDirStoreSymlinkCannotEscape(t *testing.T) {
 	if err := os.Symlink(outside, filepath.Join(dir, "link")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := (pdf.DirStore{Dir: dir}).Put(context.Background(), "link/x.pdf", strings.NewReader("x")); err == nil {
+	if err := (pdf.DirStore{Dir: dir}).Put(context.Background(), "link/x.pdf", strings.NewReader("x")); err == nil {
 		t.Fatal("a write through a symbolic link out of the directory succeeded")
 	}
 	if got := files(t, outside); len(got) != 0 {
@@ -219,7 +255,7 @@ func TestDirStoreFileSystemErrorsAreRetried(t *testing.T) {
 		{filepath.Join(parent, "missing"), fs.ErrNotExist},
 		{notDir, nil},
 	} {
-		_, err := (pdf.DirStore{Dir: tc.dir}).Put(context.Background(), "x.pdf", strings.NewReader("x"))
+		err := (pdf.DirStore{Dir: tc.dir}).Put(context.Background(), "x.pdf", strings.NewReader("x"))
 		if err == nil {
 			t.Fatalf("Dir %s: no error", tc.dir)
 		}
@@ -233,7 +269,7 @@ func TestDirStoreFileSystemErrorsAreRetried(t *testing.T) {
 	// A name whose directory part is an existing file.
 	dir := t.TempDir()
 	put(t, pdf.DirStore{Dir: dir}, "a", "x")
-	_, err := (pdf.DirStore{Dir: dir}).Put(context.Background(), "a/b.pdf", strings.NewReader("x"))
+	err := (pdf.DirStore{Dir: dir}).Put(context.Background(), "a/b.pdf", strings.NewReader("x"))
 	if err == nil {
 		t.Fatal("no error writing under a file")
 	}
@@ -255,7 +291,7 @@ func TestDirStoreConcurrentPuts(t *testing.T) {
 	for i := range n {
 		contents[i] = strings.Repeat(fmt.Sprintf("%02d", i), 32<<10)
 		wg.Go(func() {
-			if _, err := s.Put(context.Background(), "d/doc.pdf", strings.NewReader(contents[i])); err != nil {
+			if err := s.Put(context.Background(), "d/doc.pdf", strings.NewReader(contents[i])); err != nil {
 				errs <- err
 			}
 		})

@@ -100,22 +100,32 @@ type Config struct {
 	MaxRetryAfter time.Duration
 
 	// FollowRedirects follows 307 and 308 redirects (which keep the method,
-	// body and signature), at most 5, never from https to http. Other
-	// redirects (301, 302, 303 would turn the POST into a body-less GET)
-	// are never followed. Default false: no redirect is followed. A 3xx
-	// that is not followed dead-letters the entry: the endpoint's URL is
-	// out of date, and retrying will not change that.
+	// body and signature), at most 5, within the endpoint's origin only:
+	// the same scheme, host name and port (see RedirectError). A 307 or 308
+	// to another origin is refused with ErrCrossOriginRedirect and
+	// dead-letters the entry, because the request carries the endpoint's
+	// Headers (an API key, say) and its signature, which must not reach
+	// another host. Other redirects (301, 302, 303 would turn the POST into
+	// a body-less GET) are never followed. Default false: no redirect is
+	// followed. A 3xx that is not followed dead-letters the entry: the
+	// endpoint's URL is out of date, and retrying will not change that.
 	FollowRedirects bool
 
-	// AllowPrivateNetworks allows requests to loopback, private (RFC 1918,
-	// fc00::/7), link-local (including the cloud metadata address
-	// 169.254.169.254), shared (100.64.0.0/10), unspecified, multicast and
-	// other reserved addresses. Default false: such an address is refused
-	// when the connection is about to be made — after DNS resolution, so a
-	// name that resolves (or re-resolves) to an internal address is caught
-	// too — and the entry is dead-lettered with ErrForbiddenAddress.
-	// Proxies from the environment (HTTP_PROXY) are not used, since the
-	// address check would then see the proxy's address, not the endpoint's.
+	// AllowPrivateNetworks allows requests to any address. Default false:
+	// only global unicast addresses are allowed, and everything in the
+	// IANA special-purpose registries is refused — loopback, private
+	// (RFC 1918, fc00::/7), link-local (including the cloud metadata
+	// address 169.254.169.254), shared (100.64.0.0/10), documentation,
+	// benchmarking, multicast, reserved, and IPv6 forms that carry an IPv4
+	// address (IPv4-mapped, NAT64, 6to4, Teredo). An endpoint URL with such
+	// an IP literal fails New; an ad-hoc URL with one is dead-lettered
+	// before any request; a host name is resolved by the handler when the
+	// connection is about to be made, and refused if any of its addresses
+	// is such an address, so a name that resolves (or is rebound) to an
+	// internal address is caught too. Refused deliveries are dead-lettered
+	// with ErrForbiddenAddress. Proxies from the environment (HTTP_PROXY)
+	// are not used, since the check would then see the proxy's address,
+	// not the endpoint's.
 	AllowPrivateNetworks bool
 
 	// UserAgent is the User-Agent header. Default DefaultUserAgent.

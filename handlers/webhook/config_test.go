@@ -47,6 +47,9 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 		{"private IP literal", webhook.Config{Endpoints: ep("http://10.0.0.1/h", good)}, webhook.ErrForbiddenAddress, "orders", "URL"},
 		{"metadata IP literal", webhook.Config{Endpoints: ep("http://169.254.169.254/latest", good)}, webhook.ErrForbiddenAddress, "orders", "URL"},
 		{"loopback IPv6 literal", webhook.Config{Endpoints: ep("http://[::1]:8080/h", good)}, webhook.ErrForbiddenAddress, "orders", "URL"},
+		{"IPv4-mapped literal", webhook.Config{Endpoints: ep("http://[::ffff:8.8.8.8]/h", good)}, webhook.ErrForbiddenAddress, "orders", "URL"},
+		{"NAT64 literal", webhook.Config{Endpoints: ep("http://[64:ff9b::808:808]/h", good)}, webhook.ErrForbiddenAddress, "orders", "URL"},
+		{"documentation literal", webhook.Config{Endpoints: ep("https://192.0.2.10/h", good)}, webhook.ErrForbiddenAddress, "orders", "URL"},
 		{"AdHoc with a URL", webhook.Config{AdHoc: &webhook.Endpoint{URL: "https://example.com", Secrets: []string{good}}}, webhook.ErrInvalidURL, "AdHoc", "URL"},
 		{"AdHoc without secret", webhook.Config{AdHoc: &webhook.Endpoint{}}, webhook.ErrNoSecret, "AdHoc", "Secrets"},
 		{"no endpoints", webhook.Config{}, nil, "", "Endpoints"},
@@ -73,8 +76,16 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 			if ce.Endpoint != tc.endpoint || ce.Field != tc.field {
 				t.Errorf("ConfigError names endpoint %q field %q; want %q %q (%v)", ce.Endpoint, ce.Field, tc.endpoint, tc.field, err)
 			}
-			if tc.endpoint != "" && !strings.Contains(err.Error(), `"`+tc.endpoint+`"`) {
-				t.Errorf("message does not name the endpoint: %v", err)
+			where := tc.field
+			switch tc.endpoint {
+			case "":
+			case "AdHoc":
+				where = "AdHoc." + tc.field
+			default:
+				where = `Endpoints["` + tc.endpoint + `"].` + tc.field
+			}
+			if msg := ce.Error(); !strings.HasPrefix(msg, "webhook: invalid config "+where+": ") || strings.Count(msg, "webhook:") != 1 {
+				t.Errorf("message %q; want it to start with %q, once", msg, "webhook: invalid config "+where+": ")
 			}
 			if strings.Contains(err.Error(), strings.TrimPrefix(good, "whsec_")) || strings.Contains(err.Error(), unprefixed) {
 				t.Errorf("message contains a secret: %v", err)
@@ -141,5 +152,19 @@ func TestRegisterRegistersTheTopic(t *testing.T) {
 	}
 	if err := webhook.Register(nil, webhook.Config{}); err == nil {
 		t.Fatal("Register(nil, ...) succeeded")
+	}
+}
+
+// Every sentinel's message says where it comes from.
+func TestSentinelsStartWithWebhook(t *testing.T) {
+	t.Parallel()
+	for _, err := range []error{
+		webhook.ErrInvalidConfig, webhook.ErrInvalidURL, webhook.ErrNoSecret, webhook.ErrInvalidSecret,
+		webhook.ErrInvalidHeader, webhook.ErrForbiddenAddress, webhook.ErrCrossOriginRedirect,
+		webhook.ErrUnknownEndpoint, webhook.ErrAdHocNotAllowed, webhook.ErrInvalidEvent, webhook.ErrTimeout,
+	} {
+		if !strings.HasPrefix(err.Error(), "webhook: ") {
+			t.Errorf("%q does not start with \"webhook: \"", err)
+		}
 	}
 }

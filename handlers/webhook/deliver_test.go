@@ -216,33 +216,103 @@ func TestRedirectsAreNotFollowedByDefault(t *testing.T) {
 	}
 }
 
+// Within the endpoint's origin, FollowRedirects follows 307 and 308 only,
+// with the method, body, headers and signature.
 func TestFollowRedirectsFollowsOnly307And308(t *testing.T) {
 	t.Parallel()
 	secret := newSecret(t)
-	target := newReceiver(t, nil)
 	for _, tc := range []struct {
 		code   int
 		follow bool
 	}{{301, false}, {302, false}, {303, false}, {307, true}, {308, true}} {
-		redirector := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ int) {
-			http.Redirect(w, r, target.srv.URL+"/moved", tc.code)
+		rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ int) {
+			if r.URL.Path == "/moved" {
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+			http.Redirect(w, r, "/moved", tc.code)
 		})
-		cfg := oneEndpoint(redirector.srv.URL, secret)
+		cfg := oneEndpoint(rc.srv.URL+"/hook", secret)
+		cfg.Endpoints["recv"] = webhook.Endpoint{URL: rc.srv.URL + "/hook", Secrets: []string{secret}, Headers: map[string]string{"X-Api-Key": "k-123"}}
 		cfg.FollowRedirects = true
 		h := newHandler(t, cfg)
-		before := target.count()
 		err := h.Handle(context.Background(), entry("k-follow", webhook.Event{Endpoint: "recv", Type: "t", Data: json.RawMessage(`{"a":1}`)}))
-		followed := target.count() > before
+		reqs := rc.requests()
+		followed := len(reqs) == 2
 		if followed != tc.follow || (tc.follow && err != nil) || (!tc.follow && !isPermanent(err)) {
 			t.Errorf("%d: followed %v, err %v; want followed %v", tc.code, followed, err, tc.follow)
+			continue
 		}
-	}
-	for i, got := range target.requests() {
-		if got.Method != "POST" || got.Path != "/moved" {
-			t.Errorf("request %d: %s %s; want POST /moved", i, got.Method, got.Path)
+		if !followed {
+			continue
+		}
+		got := reqs[1]
+		if got.Method != "POST" || got.Path != "/moved" || got.Header.Get("X-Api-Key") != "k-123" {
+			t.Errorf("%d: after the redirect: %s %s with X-Api-Key %q; want POST /moved with the endpoint's header", tc.code, got.Method, got.Path, got.Header.Get("X-Api-Key"))
 		}
 		if err := verify(secret, got.Header, got.Body, time.Now(), time.Minute); err != nil {
-			t.Errorf("request %d after the redirect: %v", i, err)
+			t.Errorf("%d: after the redirect: %v", tc.code, err)
+		}
+	}
+}
+
+// A 307 or 308 to another origin is not followed, even with
+// FollowRedirects: the endpoint's headers (an API key) and the signature
+// never reach another host. Another origin is another scheme, host name
+// or port: a second server on the same loopback address is one, and so is
+// the same server under another name.
+func TestRedirectToAnotherOriginIsRefused(t *testing.T) {
+	t.Parallel()
+	secret := newSecret(t)
+	other := newReceiver(t, nil)
+	otherURL, err := url.Parse(other.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, code := range []int{307, 308} {
+		for _, tc := range []struct {
+			name   string
+			target func(self *url.URL) string // the Location, given the redirecting server's URL
+			to     func(self *url.URL) string // the RedirectError's To
+		}{
+			{"another port", func(*url.URL) string { return other.srv.URL + "/steal" },
+				func(*url.URL) string { return "http://" + otherURL.Host }},
+			{"another host name", func(self *url.URL) string { return "http://localhost:" + self.Port() + "/steal" },
+				func(self *url.URL) string { return "http://localhost:" + self.Port() }},
+		} {
+			var self *url.URL
+			rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ int) {
+				if r.URL.Path == "/steal" {
+					w.WriteHeader(http.StatusNoContent)
+					return
+				}
+				http.Redirect(w, r, tc.target(self), code)
+			})
+			self, err = url.Parse(rc.srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := oneEndpoint(rc.srv.URL, secret)
+			cfg.Endpoints["recv"] = webhook.Endpoint{URL: rc.srv.URL + "/hook", Secrets: []string{secret}, Headers: map[string]string{"X-Api-Key": "k-123"}}
+			cfg.FollowRedirects = true
+			h := newHandler(t, cfg)
+			before := other.count()
+			err := h.Handle(context.Background(), entry("k-cross", webhook.Event{Endpoint: "recv", Type: "t"}))
+			var rerr *webhook.RedirectError
+			switch {
+			case !errors.Is(err, webhook.ErrCrossOriginRedirect) || !errors.As(err, &rerr) || !isPermanent(err):
+				t.Errorf("%d, %s: %v; want a permanent *RedirectError", code, tc.name, err)
+			case rerr.StatusCode != code || rerr.From != "http://"+self.Host || rerr.To != tc.to(self):
+				t.Errorf("%d, %s: %+v; want %d from http://%s to %s", code, tc.name, rerr, code, self.Host, tc.to(self))
+			case strings.Contains(err.Error(), "steal"):
+				t.Errorf("%d, %s: the error shows the redirect's path: %v", code, tc.name, err)
+			}
+			if n := other.count() - before; n != 0 {
+				t.Errorf("%d, %s: the other server got %d requests", code, tc.name, n)
+			}
+			if reqs := rc.requests(); len(reqs) != 1 || reqs[0].Path != "/hook" {
+				t.Errorf("%d, %s: the endpoint's server got %d requests; want just the first", code, tc.name, len(reqs))
+			}
 		}
 	}
 }

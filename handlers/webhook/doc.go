@@ -65,6 +65,7 @@
 //	5xx                               retried, after Retry-After if given
 //	network error, timeout            retried (ErrTimeout after Config.Timeout)
 //	refused address                   dead-lettered (ErrForbiddenAddress)
+//	redirect to another origin        dead-lettered (ErrCrossOriginRedirect), with FollowRedirects
 //	invalid event, unknown endpoint   dead-lettered (ErrInvalidEvent, ErrUnknownEndpoint, ErrAdHocNotAllowed)
 //
 // Retry-After (seconds or an HTTP-date) replaces the retry policy's delay
@@ -73,23 +74,46 @@
 // [*StatusError] carrying the status and the start of the body; at most
 // Config.MaxResponseBytes (64 KiB) of any response is read.
 //
-// Redirects are not followed by default; with Config.FollowRedirects, only
-// 307 and 308 are (they keep the method, body and signature). A redirect
-// that is not followed dead-letters the entry rather than retrying it:
-// nothing but a configuration change makes it succeed. Fix the URL, then
-// replay the dead entries (outbox.Replay).
+// # Redirects
+//
+// Redirects are not followed by default. With Config.FollowRedirects, only
+// 307 and 308 are (they keep the method, body and signature), at most 5,
+// and only within the endpoint's origin: the same scheme, host name and
+// port. Host names are compared as written, case aside, with no DNS
+// lookup ("localhost" and "127.0.0.1" are different hosts), and a missing
+// port is the scheme's default (80 or 443). A redirect to another origin
+// is refused with a [*RedirectError] (ErrCrossOriginRedirect) and
+// dead-letters the entry: the request carries the endpoint's Headers (an
+// API key, say) and the signature, and Go's client would strip only
+// Authorization from them. Refusing is simpler to reason about than
+// stripping, and a receiver that moved is fixed by pointing the endpoint
+// at its new URL. A redirect that is not followed dead-letters the entry
+// too rather than retrying it: nothing but a configuration change makes
+// it succeed. Fix the URL, then replay the dead entries (outbox.Replay).
 //
 // # Internal addresses
 //
-// Unless Config.AllowPrivateNetworks is set, the handler refuses to
-// connect to loopback, private (RFC 1918, fc00::/7), link-local (including
-// the cloud metadata service at 169.254.169.254), shared (100.64.0.0/10),
-// unspecified, multicast and reserved addresses. The check runs on the
-// address actually dialled, after DNS resolution, so a public-looking name
-// that resolves — or is rebound — to an internal address is refused too.
-// IPv4-mapped and NAT64 addresses are judged by the IPv4 address they
-// carry. Endpoint URLs whose host is such an IP literal are refused by
-// [New]. Proxies from the environment are not used.
+// Unless Config.AllowPrivateNetworks is set, the handler connects only to
+// global unicast addresses: IPv4 and IPv6 (2000::/3) addresses outside
+// every block of the IANA IPv4 and IPv6 Special-Purpose Address
+// Registries, multicast and the reserved space. Refused are, among others,
+// loopback, private (RFC 1918, fc00::/7), link-local (including the cloud
+// metadata service at 169.254.169.254), shared (100.64.0.0/10, CGNAT),
+// "this network" (0.0.0.0/8), documentation and benchmarking ranges,
+// 240.0.0.0/4, multicast, and every IPv6 form that carries an IPv4
+// address, whatever that address: IPv4-mapped (::ffff:0:0/96),
+// IPv4-compatible (::/96), IPv4-translated (::ffff:0:0:0/96), NAT64
+// (64:ff9b::/96, 64:ff9b:1::/48), 6to4 (2002::/16) and Teredo (2001::/32).
+// Give such a receiver its IPv4 address instead.
+//
+// Endpoint URLs whose host is a refused IP literal fail [New]; ad-hoc URLs
+// with one are dead-lettered before any request. A host name is resolved
+// by the handler when a connection is about to be made; if any of its
+// addresses is refused, so is the name, and otherwise the handler
+// connects to the addresses it checked, so a name that resolves — or is
+// rebound — to an internal address is refused too. (An IPv4 address a
+// resolver returns in IPv4-mapped form is judged as the IPv4 address.)
+// Proxies from the environment are not used.
 //
 // # Ad-hoc URLs
 //

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -17,27 +18,37 @@ var (
 	// ErrInvalidURL is matched by a ConfigError for an endpoint URL that
 	// is not absolute http or https with a host, and by the delivery error
 	// of an event whose ad-hoc URL is not.
-	ErrInvalidURL = errors.New("invalid URL")
+	ErrInvalidURL = errors.New("webhook: invalid URL")
 
 	// ErrNoSecret is matched by a ConfigError for an endpoint without a
 	// signing secret.
-	ErrNoSecret = errors.New("no signing secret")
+	ErrNoSecret = errors.New("webhook: no signing secret")
 
 	// ErrInvalidSecret is matched by a ConfigError for a secret that is not
 	// "whsec_" followed by standard base64 of at least MinSecretBytes bytes.
-	ErrInvalidSecret = errors.New("invalid signing secret")
+	ErrInvalidSecret = errors.New("webhook: invalid signing secret")
 
 	// ErrInvalidHeader is matched by a ConfigError for an endpoint header
 	// with an invalid name or value, or one the handler sets itself.
-	ErrInvalidHeader = errors.New("invalid header")
+	ErrInvalidHeader = errors.New("webhook: invalid header")
 
 	// ErrForbiddenAddress is matched by the error of a delivery refused
-	// because the endpoint's address (resolved at dial time) is loopback,
-	// private, link-local or otherwise internal, and by a ConfigError for
-	// an endpoint URL whose host is such an IP literal. errors.As yields an
-	// *AddressError. Set Config.AllowPrivateNetworks to allow them. The
-	// delivery error is permanent: the entry is dead-lettered.
+	// because the endpoint's address (an IP literal in the URL, or any
+	// address its name resolves to at dial time) is not global unicast:
+	// loopback, private, link-local, an IPv6 form carrying an IPv4 address,
+	// or any other special-purpose address (see the package documentation).
+	// It is also matched by a ConfigError for an endpoint URL whose host is
+	// such an IP literal. errors.As yields an *AddressError. Set
+	// Config.AllowPrivateNetworks to allow them. The delivery error is
+	// permanent: the entry is dead-lettered.
 	ErrForbiddenAddress = errors.New("webhook: address not allowed")
+
+	// ErrCrossOriginRedirect is matched by the (permanent) error of a
+	// delivery that Config.FollowRedirects would have followed to another
+	// origin: a different scheme, host or port. errors.As yields a
+	// *RedirectError. The endpoint's headers and signature are never sent
+	// to another origin; point the endpoint at the final URL.
+	ErrCrossOriginRedirect = errors.New("webhook: redirect to another origin refused")
 
 	// ErrUnknownEndpoint is matched by the (permanent) error of an event
 	// whose Endpoint is not in Config.Endpoints.
@@ -54,7 +65,7 @@ var (
 
 	// ErrTimeout is matched by the error of a request that did not finish
 	// within Config.Timeout. The entry is retried.
-	ErrTimeout = errors.New("request timed out")
+	ErrTimeout = errors.New("webhook: request timed out")
 )
 
 // ConfigError is one problem with a Config. New and Register return all
@@ -74,14 +85,20 @@ type ConfigError struct {
 	Err error
 }
 
+// Error returns "webhook: invalid config <where>: <reason>", where is the
+// field's path in Config: "Timeout", `Endpoints["billing"].URL`,
+// "AdHoc.Secrets[0]".
 func (e *ConfigError) Error() string {
 	where := e.Field
-	if e.Endpoint != "" {
-		where = fmt.Sprintf("endpoint %q: %s", e.Endpoint, e.Field)
+	switch {
+	case e.Endpoint == "AdHoc":
+		where = "AdHoc." + e.Field
+	case e.Endpoint != "":
+		where = fmt.Sprintf("Endpoints[%q].%s", e.Endpoint, e.Field)
 	}
-	msg := "webhook: invalid config: " + where + ": "
+	msg := "webhook: invalid config " + where + ": "
 	if e.Err != nil {
-		msg += e.Err.Error()
+		msg += strings.TrimPrefix(e.Err.Error(), "webhook: ")
 		if e.Reason != "" {
 			msg += ": "
 		}
@@ -95,18 +112,25 @@ func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig 
 // Unwrap returns the specific sentinel or *AddressError.
 func (e *ConfigError) Unwrap() error { return e.Err }
 
-// AddressError is a refused address: the IP a connection was about to be
-// made to (after DNS resolution), or an IP literal in an endpoint URL.
+// AddressError is a refused address: an IP literal in a URL, or an
+// address a host name resolved to when the connection was about to be
+// made.
 type AddressError struct {
 	// Addr is the refused IP address (invalid if it could not be parsed).
 	Addr netip.Addr
-	// Reason names the range it falls in, e.g. "loopback", "private",
-	// "link-local (cloud metadata service)".
+	// Host is the name that resolved to Addr; "" for an IP literal.
+	Host string
+	// Reason names the block it falls in, e.g. "loopback (127.0.0.0/8)",
+	// "private (10.0.0.0/8)", "link-local (cloud metadata service)".
 	Reason string
 }
 
 func (e *AddressError) Error() string {
-	return fmt.Sprintf("address %s not allowed: %s; set Config.AllowPrivateNetworks to deliver to internal networks", e.Addr, e.Reason)
+	of := ""
+	if e.Host != "" {
+		of = " (of " + e.Host + ")"
+	}
+	return fmt.Sprintf("address %s%s not allowed: %s; only global unicast addresses are, unless Config.AllowPrivateNetworks is set", e.Addr, of, e.Reason)
 }
 
 // Is reports whether target is ErrForbiddenAddress.
@@ -144,7 +168,7 @@ func (e *StatusError) Error() string {
 		if e.Location != "" {
 			msg += " to " + e.Location
 		}
-		msg += " not followed (point the endpoint at the final URL, or set Config.FollowRedirects for 307/308)"
+		msg += " not followed (point the endpoint at the final URL, or set Config.FollowRedirects for 307/308 within the same origin)"
 	}
 	if e.Body != "" {
 		msg += ": " + e.Body
@@ -161,3 +185,25 @@ func describe(endpoint, host string) string {
 	}
 	return fmt.Sprintf("ad-hoc endpoint %s", host)
 }
+
+// RedirectError is a redirect that Config.FollowRedirects refused to
+// follow because it leads to another origin. It matches
+// ErrCrossOriginRedirect. Two URLs have the same origin when their
+// schemes, host names (compared without regard to case, with no DNS
+// lookup: "localhost" and "127.0.0.1" are different hosts) and ports
+// (the scheme's default, 80 or 443, when none is given) are equal.
+type RedirectError struct {
+	// StatusCode is the redirect's status, 307 or 308.
+	StatusCode int
+	// From is the origin the request went to, To the origin of the
+	// redirect's Location, each as "scheme://host:port".
+	From, To string
+}
+
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("redirect (%d) from %s to another origin %s refused: the endpoint's headers and signature go only to its own scheme, host and port; point the endpoint at the final URL",
+		e.StatusCode, e.From, e.To)
+}
+
+// Is reports whether target is ErrCrossOriginRedirect.
+func (e *RedirectError) Is(target error) bool { return target == ErrCrossOriginRedirect }

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/txoutbox/txoutbox/relay"
@@ -69,17 +71,31 @@ type Handler struct {
 // found; each matches ErrInvalidConfig and a specific sentinel with
 // errors.Is, and is a *ConfigError naming the endpoint and field.
 func New(cfg Config) (*Handler, error) {
+	return newHandler(cfg, defaultLookup, nil)
+}
+
+// newHandler is New with the network's seams: lookup resolves host names
+// for the address guard, dial connects (to an address the guard checked,
+// unless Config.AllowPrivateNetworks is set). A nil dial is a net.Dialer.
+// Tests replace both, so that no test connects anywhere but loopback.
+func newHandler(cfg Config, lookup lookupFunc, dial dialFunc) (*Handler, error) {
 	cfg, endpoints, adhoc, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	dialer := &net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}
+	if dial == nil {
+		dialer := &net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}
+		if !cfg.AllowPrivateNetworks {
+			dialer.ControlContext = guardDial
+		}
+		dial = dialer.DialContext
+	}
 	if !cfg.AllowPrivateNetworks {
-		dialer.ControlContext = guardDial
+		dial = guard{lookup: lookup, dial: dial}.DialContext
 	}
 	transport := &http.Transport{
 		Proxy:                  nil, // see Config.AllowPrivateNetworks
-		DialContext:            dialer.DialContext,
+		DialContext:            dial,
 		ForceAttemptHTTP2:      true,
 		MaxIdleConns:           256,
 		MaxIdleConnsPerHost:    128,
@@ -99,14 +115,34 @@ func New(cfg Config) (*Handler, error) {
 			switch {
 			case !follow,
 				code != http.StatusTemporaryRedirect && code != http.StatusPermanentRedirect,
-				len(via) > maxRedirects,
-				via[0].URL.Scheme == "https" && req.URL.Scheme != "https":
+				len(via) > maxRedirects:
 				return http.ErrUseLastResponse
+			}
+			if from, to := origin(via[0].URL), origin(req.URL); from != to {
+				return &RedirectError{StatusCode: code, From: from, To: to}
 			}
 			return nil
 		},
 	}
 	return &Handler{cfg: cfg, endpoints: endpoints, adhoc: adhoc, client: client}, nil
+}
+
+// origin returns u's origin as "scheme://host:port": the scheme, the host
+// name in lower case, and the port, or the scheme's default (80, 443).
+// Host names are compared as written, without DNS: "localhost" and
+// "127.0.0.1" are different origins, and so are "[::1]" and "[0::1]".
+func origin(u *url.URL) string {
+	scheme := strings.ToLower(u.Scheme)
+	port := u.Port()
+	if port == "" {
+		switch scheme {
+		case "http":
+			port = "80"
+		case "https":
+			port = "443"
+		}
+	}
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }
 
 // Register builds a Handler from cfg and registers it on h for Topic, with
@@ -132,10 +168,10 @@ func (h *Handler) CloseIdleConnections() { h.client.CloseIdleConnections() }
 // Handle delivers one entry: it POSTs the event, signed, to its endpoint
 // and classifies the answer. It returns nil for a 2xx (recording a Result);
 // a relay.Permanent error for what a retry cannot fix (an invalid event, a
-// refused address, a 3xx not followed, a 4xx other than 408, 409, 425 and
-// 429); and a retryable error otherwise (5xx, 408, 409, 425, 429, network
-// errors, ErrTimeout), wrapped with relay.RetryAfter when the response
-// carried a usable Retry-After. Use it with relay.Handle to compose your
+// refused address, a 3xx not followed, a redirect to another origin, a 4xx
+// other than 408, 409, 425 and 429); and a retryable error otherwise (5xx,
+// 408, 409, 425, 429, network errors, ErrTimeout), wrapped with
+// relay.RetryAfter when the response carried a usable Retry-After. Use it with relay.Handle to compose your
 // own registration.
 func (h *Handler) Handle(ctx context.Context, e *relay.Entry[Event]) error {
 	if e == nil {
@@ -216,7 +252,19 @@ func (h *Handler) target(ev Event) (*endpoint, *url.URL, error) {
 		}
 		u, err := parseURL(ev.URL)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: url: %w: %s", ErrInvalidEvent, ErrInvalidURL, err)
+			return nil, nil, &eventError{
+				msg:  fmt.Sprintf("%s: url: %s: %s", ErrInvalidEvent, strings.TrimPrefix(ErrInvalidURL.Error(), "webhook: "), err),
+				errs: []error{ErrInvalidEvent, ErrInvalidURL},
+			}
+		}
+		if !h.cfg.AllowPrivateNetworks {
+			// An IP literal is judged before any request, as for
+			// configured endpoints in New; names are judged at dial time.
+			if ip, err := netip.ParseAddr(u.Hostname()); err == nil {
+				if reason := refused(ip); reason != "" {
+					return nil, nil, fmt.Errorf("webhook: %s: %w", describe("", u.Host), &AddressError{Addr: ip.WithZone(""), Reason: reason})
+				}
+			}
 		}
 		return h.adhoc, u, nil
 	}
@@ -260,23 +308,35 @@ func (h *Handler) body(ep *endpoint, e *relay.Entry[Event]) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// sendError classifies an error from Client.Do: a refused address is
-// permanent; a timeout is ErrTimeout; anything else is retried. The URL
-// (which url.Error would print) is dropped from the message.
+// sendError classifies an error from Client.Do: a refused address or a
+// cross-origin redirect is permanent; a timeout is ErrTimeout; anything
+// else is retried. The URL (which url.Error would print) is dropped from
+// the message.
 func (h *Handler) sendError(ctx, reqCtx context.Context, name, host string, err error) error {
 	var uerr *url.Error
 	if errors.As(err, &uerr) {
 		err = uerr.Err
 	}
 	var aerr *AddressError
-	if errors.As(err, &aerr) {
+	var rerr *RedirectError
+	if errors.As(err, &aerr) || errors.As(err, &rerr) {
 		return relay.Permanent(fmt.Errorf("webhook: %s: %w", describe(name, host), err))
 	}
 	if ctx.Err() == nil && errors.Is(context.Cause(reqCtx), ErrTimeout) {
-		return fmt.Errorf("webhook: %s: %w after %s", describe(name, host), ErrTimeout, h.cfg.Timeout)
+		return fmt.Errorf("%w: %s, after %s", ErrTimeout, describe(name, host), h.cfg.Timeout)
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("webhook: %s: request cancelled: %w", describe(name, host), context.Cause(ctx))
 	}
 	return fmt.Errorf("webhook: %s: %w", describe(name, host), err)
 }
+
+// eventError is an invalid event's error: one message, matching several
+// sentinels.
+type eventError struct {
+	msg  string
+	errs []error
+}
+
+func (e *eventError) Error() string   { return e.msg }
+func (e *eventError) Unwrap() []error { return e.errs }
