@@ -12,9 +12,9 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/txoutbox/txoutbox/internal/bench"
 	"github.com/txoutbox/txoutbox/relay"
 	"github.com/txoutbox/txoutbox/schedule"
+	"github.com/txoutbox/txoutbox/sidecar/internal/bench"
 )
 
 // Exit codes of Main.
