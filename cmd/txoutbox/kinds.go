@@ -2,7 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
+	"fmt"
 
 	"github.com/txoutbox/txoutbox/handlers/pdf"
 	"github.com/txoutbox/txoutbox/relay"
@@ -25,7 +25,8 @@ type pdfConfig struct {
 	Dir string `json:"dir"`
 	// Prefix is the sub-directory of each object name (default: the topic).
 	Prefix string `json:"prefix"`
-	// MaxBytes bounds one rendered document (default 32 MiB).
+	// MaxBytes bounds one rendered document (default 32 MiB; 0 keeps the
+	// default, a negative value is an error).
 	MaxBytes int64 `json:"max_bytes"`
 }
 
@@ -35,7 +36,10 @@ func registerPDF(h *relay.Handlers, raw json.RawMessage, _ func(string) string, 
 		return err
 	}
 	if c.Dir == "" {
-		return errors.New("dir: required (the directory documents are written to)")
+		return &sidecar.ConfigError{Field: "dir", Reason: "required (the directory documents are written to)"}
+	}
+	if c.MaxBytes < 0 {
+		return &sidecar.ConfigError{Field: "max_bytes", Reason: fmt.Sprintf("negative (%d)", c.MaxBytes)}
 	}
 	var po []pdf.Option
 	if c.Prefix != "" {
