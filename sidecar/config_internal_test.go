@@ -101,6 +101,7 @@ func TestLoadConfigNamesTheField(t *testing.T) {
 		{`{"handlers": [{"kind": "pdf"}, {}]}`, "handlers[1].kind", "missing"},
 		{`{"schedules": [{"name": "a"}, {"name": "b", "priority": "high"}]}`, "schedules[1].priority", "want a whole number"},
 		{`{"ui": {"window": "-"}}`, "ui.window", "want a duration"},
+		{`{"ui": {"window": "-1m"}}`, "ui.window", "negative (-1m0s)"},
 		{`{"log": {"level": "loud"}}`, "log.level", "loud"},
 		{`{"colour": "blue"}`, "colour", "unknown field"},
 		{`{"listen": ":9090"} {"again": 1}`, "", "unexpected data"},

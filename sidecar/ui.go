@@ -31,8 +31,9 @@ type uiConfig struct {
 	// TokenEnv names the variable holding a bearer token, for a proxy that
 	// adds "Authorization: Bearer …" or for scripts.
 	TokenEnv string `json:"token_env"`
-	// Window is the period of throughput and failure rate (default 15m);
-	// Refresh how often pages reload (default 10s).
+	// Window is the period of throughput and failure rate (default 15m,
+	// 1m–24h); Refresh how often pages reload (default 10s, at least 1s;
+	// negative turns it off).
 	Window  Duration `json:"window"`
 	Refresh Duration `json:"refresh"`
 	// TrustedOrigins are origins allowed to post actions besides the
@@ -42,6 +43,9 @@ type uiConfig struct {
 
 // validate checks the section without reading the environment.
 func (c uiConfig) validate(listen string) error {
+	if c.Window < 0 {
+		return configErr("ui.window", "negative (%s)", c.Window.D())
+	}
 	if !c.Enabled {
 		return nil
 	}
