@@ -113,6 +113,8 @@ func TestConfigErrorsExitTwo(t *testing.T) {
 			`handlers[0].config.endpoints.crm.headers_env.X-Api-Key`},
 		{"header set both ways", `{"handlers": [` + webhookWith("", `, "headers": {"x-api-key": "k"}, "headers_env": {"X-Api-Key": "CRM_TOKEN"}`) + `]}`,
 			`handlers[0].config.endpoints.crm.headers_env.X-Api-Key`},
+		{"header set twice from the environment", `{"handlers": [` + webhookWith("", `, "headers_env": {"X-Api-Key": "CRM_TOKEN", "x-api-key": "CRM_TOKEN"}`) + `]}`,
+			`handlers[0].config.endpoints.crm.headers_env.x-api-key: header x-api-key is also set as headers_env.X-Api-Key`},
 		{"ad hoc header variable not set", `{"handlers": [{"kind": "webhook", "config": {"ad_hoc": {"secrets_env": ["CRM_SECRET"], "headers_env": {"X-Api-Key": "NO_SUCH_VAR"}}}}]}`,
 			`handlers[0].config.ad_hoc.headers_env.X-Api-Key`},
 	} {

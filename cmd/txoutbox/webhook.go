@@ -59,10 +59,10 @@ func (e webhookEndpoint) resolve(field string, getenv func(string) string) (webh
 		return out, nil
 	}
 	out.Headers = make(map[string]string, len(e.Headers)+len(e.HeadersEnv))
-	inFile := make(map[string]string, len(e.Headers)) // canonical name -> as written
+	set := make(map[string]string, len(e.Headers)+len(e.HeadersEnv)) // canonical name -> where it is set
 	for k, v := range e.Headers {
 		out.Headers[k] = v
-		inFile[textproto.CanonicalMIMEHeaderKey(k)] = k
+		set[textproto.CanonicalMIMEHeaderKey(k)] = "headers." + k
 	}
 	names := make([]string, 0, len(e.HeadersEnv))
 	for k := range e.HeadersEnv {
@@ -70,9 +70,11 @@ func (e webhookEndpoint) resolve(field string, getenv func(string) string) (webh
 	}
 	sort.Strings(names)
 	for _, k := range names {
-		if other, ok := inFile[textproto.CanonicalMIMEHeaderKey(k)]; ok {
-			return out, bad("headers_env."+k, "header %s is also set in headers (as %s); set it one way", k, other)
+		canonical := textproto.CanonicalMIMEHeaderKey(k)
+		if other, ok := set[canonical]; ok {
+			return out, bad("headers_env."+k, "header %s is also set as %s; set it once", k, other)
 		}
+		set[canonical] = "headers_env." + k
 		env := e.HeadersEnv[k]
 		if env == "" {
 			return out, bad("headers_env."+k, "name the environment variable that holds the header's value")
