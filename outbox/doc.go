@@ -41,7 +41,7 @@
 //
 // [Get] and [GetByKey] report an entry's state, for apps that show completion
 // to their users. [ListDead], [Replay] and [Discard] manage dead-lettered
-// entries.
+// entries; [CountDead] counts what a [Selection] names, for a dry run.
 //
 // # Waiting for completion
 //

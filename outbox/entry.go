@@ -125,9 +125,9 @@ func ListDead(ctx context.Context, q Querier, f DeadFilter) ([]Entry, error) {
 	return out, nil
 }
 
-// Selection names dead entries for Replay and Discard: those with the given
-// ids, those of the given topic, or — only when All is set and nothing else
-// is — every dead entry.
+// Selection names dead entries for Replay, Discard and CountDead: those
+// with the given ids, those of the given topic, or — only when All is set
+// and nothing else is — every dead entry.
 type Selection struct {
 	IDs   []int64
 	Topic string
@@ -179,6 +179,25 @@ func Discard(ctx context.Context, q Querier, s Selection) (int64, error) {
 	var n int64
 	if err := q.QueryRow(ctx, sqlDiscard, args...).Scan(&n); err != nil {
 		return 0, wrapDBError("discard", err)
+	}
+	return n, nil
+}
+
+// CountDead counts the dead entries a selection names, without changing
+// them: what Replay or Discard would act on at this moment (a dry run). It
+// validates the selection as they do: an empty or contradictory one is an
+// ErrInvalid error (*InvalidError with Field "selection").
+func CountDead(ctx context.Context, q Querier, s Selection) (int64, error) {
+	if err := checkQuerier(q); err != nil {
+		return 0, err
+	}
+	args, err := s.args()
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	if err := q.QueryRow(ctx, sqlCountDead, args...).Scan(&n); err != nil {
+		return 0, wrapDBError("count dead", err)
 	}
 	return n, nil
 }

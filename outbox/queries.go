@@ -126,6 +126,18 @@ WITH del AS (
 )
 SELECT count(*) FROM del`
 
+// sqlCountDead counts the dead entries a selection names, for a dry run of
+// sqlReplay or sqlDiscard: its WHERE clause is theirs, word for word, so
+// that the count is what they would change at this moment. It reads dead
+// entries through outbox_entries_finished_idx (state, finished_at); a plan
+// made for given ids reads the primary key instead.
+const sqlCountDead = `
+SELECT count(*) FROM outbox_entries e
+WHERE e.state = 'dead'
+  AND (($1::bigint[] IS NOT NULL AND e.id = ANY($1::bigint[]))
+    OR ($2::text IS NOT NULL AND e.topic = $2::text)
+    OR ($3::bool AND $1::bigint[] IS NULL AND $2::text IS NULL))`
+
 // sqlStats aggregates per topic and queue, each part reading through the
 // partial index for its state.
 const sqlStats = `

@@ -14,9 +14,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/txoutbox/txoutbox/internal/bench"
 	"github.com/txoutbox/txoutbox/internal/scratchdb"
 	"github.com/txoutbox/txoutbox/migrations"
+	"github.com/txoutbox/txoutbox/sidecar/internal/bench"
 )
 
 // benchPrefix names the scratch databases of the bench command:
@@ -34,7 +34,7 @@ var benchFlagNames = map[string]string{
 	"Backlog": "--backlog", "Processes": "--processes",
 }
 
-func runBench(ctx context.Context, o *Options, args []string) int {
+func runBench(ctx context.Context, o *Options, args []string) error {
 	scenarios := bench.Scenarios()
 	fs := newFlags(o, "bench", "bench [flags] ["+strings.Join(scenarios, "|")+" ...]",
 		"bench                                   # all scenarios on a scratch database, dropped afterwards",
@@ -59,12 +59,8 @@ func runBench(ctx context.Context, o *Options, args []string) int {
 	runs := fs.Int("runs", 1, "run each scenario this many times; above 1, print a median, min and max summary")
 	asJSON := fs.Bool("json", false, "print one JSON object per scenario run (and summary) on its own line")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench process to this file")
-	if code, done := parse(fs, reorder(fs, args)); done {
-		return code
-	}
-	usageErr := func(format string, args ...any) int {
-		fmt.Fprintf(o.Stderr, "%s bench: "+format+"\n", append([]any{o.Name}, args...)...)
-		return ExitUsage
+	if err := parse(fs, reorder(fs, args)); err != nil {
+		return err
 	}
 
 	chosen := fs.Args()
@@ -73,14 +69,14 @@ func runBench(ctx context.Context, o *Options, args []string) int {
 	}
 	for i, s := range chosen {
 		if !bench.KnownScenario(s) {
-			return usageErr("unknown scenario %q (known: %s)", s, strings.Join(scenarios, ", "))
+			return usagef("unknown scenario %q (known: %s)", s, strings.Join(scenarios, ", "))
 		}
 		if slices.Contains(chosen[:i], s) {
-			return usageErr("scenario %q named twice; use --runs to repeat it", s)
+			return usagef("scenario %q named twice; use --runs to repeat it", s)
 		}
 	}
 	if *runs < 1 || *runs > maxBenchRuns {
-		return usageErr("--runs must be 1–%d, got %d", maxBenchRuns, *runs)
+		return usagef("--runs must be 1–%d, got %d", maxBenchRuns, *runs)
 	}
 	cfg := bench.Config{
 		Entries: *entries, Rate: *rate, Producers: *producers, Duration: *duration,
@@ -88,34 +84,30 @@ func runBench(ctx context.Context, o *Options, args []string) int {
 		Backlog: *backlog, Existing: *existing, ChosenKeys: *chosenKeys, Processes: *processes,
 	}
 	if err := cfg.Validate(); err != nil {
-		var ce *bench.ConfigError
-		if errors.As(err, &ce) {
-			return usageErr("%s %s", benchFlagNames[ce.Field], ce.Reason)
-		}
-		return usageErr("%v", err)
+		return benchConfigError(err)
 	}
 	url := *dbURL
 	if url == "" {
 		url = o.Getenv("DATABASE_URL")
 	}
 	if *existing && url == "" {
-		return usageErr("--existing needs a database: pass --database-url or set DATABASE_URL")
+		return usagef("--existing needs a database: pass --database-url or set DATABASE_URL")
 	}
 	var poolCfg *pgxpool.Config
 	if url != "" {
 		var err error
 		if poolCfg, err = pgxpool.ParseConfig(url); err != nil {
-			return usageErr("--database-url: %v", err)
+			return usagef("--database-url: %w", err)
 		}
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
-			return usageErr("--cpuprofile: %v", err)
+			return usagef("--cpuprofile: %w", err)
 		}
 		defer f.Close()
 		if err := pprof.StartCPUProfile(f); err != nil {
-			return usageErr("--cpuprofile: %v", err)
+			return usagef("--cpuprofile: %w", err)
 		}
 		defer pprof.StopCPUProfile()
 	}
@@ -133,14 +125,20 @@ func runBench(ctx context.Context, o *Options, args []string) int {
 			return b.run(ctx, c)
 		})
 	}
-	if err != nil {
-		if ctx.Err() != nil {
-			fmt.Fprintf(o.Stderr, "%s bench: interrupted: %v\n", o.Name, err)
-			return ExitFailure
-		}
-		return fail(o, err)
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("interrupted: %w", err)
 	}
-	return ExitOK
+	return err
+}
+
+// benchConfigError turns bench.Config's error into a usage error naming
+// the flag.
+func benchConfigError(err error) error {
+	var ce *bench.ConfigError
+	if errors.As(err, &ce) {
+		return usagef("%s %s", benchFlagNames[ce.Field], ce.Reason)
+	}
+	return usageOf(err)
 }
 
 // benchLogger logs text records from level up to w, without times.
@@ -243,49 +241,38 @@ func (b *benchCmd) run(ctx context.Context, poolCfg *pgxpool.Config) (err error)
 // process of `bench --processes N drain`, started by the bench process,
 // which talks to it through its standard input and output (see
 // bench.RunRelayProcess). It logs warnings and errors to standard error.
-func runBenchRelay(ctx context.Context, o *Options, args []string) int {
+func runBenchRelay(ctx context.Context, o *Options, args []string) error {
 	fs := newFlags(o, bench.RelayProcessCommand, bench.RelayProcessCommand+" [flags]  (started by bench --processes; not for direct use)")
 	dbURL := dbFlag(o, fs)
 	database := fs.String("database", "", "database to work in, instead of the URL's")
 	workers := fs.Int("workers", 0, "relay MaxWorkers of the default queue (0: the relay's default)")
 	claimBatch := fs.Int("claim-batch", 0, "relay ClaimBatchSize (0: the relay's default)")
 	completeBatch := fs.Int("complete-batch", 0, "relay CompleteBatchSize (0: the relay's default)")
-	if code, done := parse(fs, args); done {
-		return code
-	}
-	usageErr := func(format string, args ...any) int {
-		fmt.Fprintf(o.Stderr, "%s %s: "+format+"\n", append([]any{o.Name, bench.RelayProcessCommand}, args...)...)
-		return ExitUsage
+	if err := parse(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
-		return usageErr("unexpected argument %q", fs.Arg(0))
+		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	cfg := bench.DefaultConfig()
 	cfg.Workers, cfg.ClaimBatch, cfg.CompleteBatch = *workers, *claimBatch, *completeBatch
 	if err := cfg.Validate(); err != nil {
-		var ce *bench.ConfigError
-		if errors.As(err, &ce) {
-			return usageErr("%s %s", benchFlagNames[ce.Field], ce.Reason)
-		}
-		return usageErr("%v", err)
+		return benchConfigError(err)
 	}
 	url := *dbURL
 	if url == "" {
 		url = o.Getenv("DATABASE_URL")
 	}
 	if url == "" {
-		return usageErr("no database: pass --database-url or set DATABASE_URL")
+		return usagef("no database: pass --database-url or set DATABASE_URL")
 	}
 	poolCfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		return usageErr("--database-url: %v", err)
+		return usagef("--database-url: %w", err)
 	}
 	if *database != "" {
 		poolCfg.ConnConfig.Database = *database
 	}
 	cfg.Logger = benchLogger(o.Stderr, slog.LevelWarn)
-	if err := bench.RunRelayProcess(ctx, poolCfg, cfg, os.Stdin, o.Stdout); err != nil {
-		return fail(o, err)
-	}
-	return ExitOK
+	return bench.RunRelayProcess(ctx, poolCfg, cfg, os.Stdin, o.Stdout)
 }

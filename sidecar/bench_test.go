@@ -15,10 +15,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/txoutbox/txoutbox/internal/bench"
 	"github.com/txoutbox/txoutbox/outbox"
 	"github.com/txoutbox/txoutbox/outbox/outboxtest"
 	"github.com/txoutbox/txoutbox/sidecar"
+	"github.com/txoutbox/txoutbox/sidecar/internal/bench"
 )
 
 // The relay processes of bench --processes run this program's executable,

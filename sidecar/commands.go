@@ -11,7 +11,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -25,53 +24,38 @@ func dbFlag(o *Options, fs *flag.FlagSet) *string {
 }
 
 // connect opens a pool on the URL from the flag or the environment.
-func connect(ctx context.Context, o *Options, flagURL string) (*pgxpool.Pool, int) {
+func connect(ctx context.Context, o *Options, flagURL string) (*pgxpool.Pool, error) {
 	url := flagURL
 	if url == "" {
 		url = o.Getenv("DATABASE_URL")
 	}
 	if url == "" {
-		fmt.Fprintf(o.Stderr, "%s: no database: pass --database-url or set DATABASE_URL\n", o.Name)
-		return nil, ExitUsage
+		return nil, usagef("no database: pass --database-url or set DATABASE_URL")
 	}
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
-		fmt.Fprintf(o.Stderr, "%s: database URL: %v\n", o.Name, err)
-		return nil, ExitUsage
+		return nil, usagef("database URL: %w", err)
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		fmt.Fprintf(o.Stderr, "%s: cannot reach the database: %v\n", o.Name, err)
-		return nil, ExitFailure
+		return nil, fmt.Errorf("cannot reach the database: %w", err)
 	}
-	return pool, 0
+	return pool, nil
 }
 
-func fail(o *Options, err error) int {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
-		fmt.Fprintf(o.Stderr, "%s: the outbox tables are missing in this database: run '%s migrate up' (%v)\n", o.Name, o.Name, err)
-		return ExitFailure
-	}
-	fmt.Fprintf(o.Stderr, "%s: %v\n", o.Name, err)
-	return ExitFailure
-}
-
-func runMigrate(ctx context.Context, o *Options, args []string) int {
+func runMigrate(ctx context.Context, o *Options, args []string) error {
 	fs := newFlags(o, "migrate", "migrate up|down|status [flags]",
 		"migrate up --database-url postgres://app@db/app", "migrate status")
 	dbURL := dbFlag(o, fs)
-	if code, done := parse(fs, args); done {
-		return code
+	if err := parse(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() != 1 || !strings.Contains(" up down status ", " "+fs.Arg(0)+" ") {
-		fmt.Fprintf(o.Stderr, "%s migrate: want exactly one of up, down, status\n", o.Name)
-		fs.Usage()
-		return ExitUsage
+		return &usageError{err: errors.New("want exactly one of up, down, status"), usage: fs.Usage}
 	}
-	pool, code := connect(ctx, o, *dbURL)
-	if pool == nil {
-		return code
+	pool, err := connect(ctx, o, *dbURL)
+	if err != nil {
+		return err
 	}
 	defer pool.Close()
 	db := stdlib.OpenDBFromPool(pool)
@@ -80,7 +64,7 @@ func runMigrate(ctx context.Context, o *Options, args []string) int {
 	case "up":
 		res, err := migrations.Up(ctx, db)
 		if err != nil {
-			return fail(o, err)
+			return err
 		}
 		if len(res) == 0 {
 			fmt.Fprintln(o.Stdout, "schema is up to date")
@@ -91,13 +75,13 @@ func runMigrate(ctx context.Context, o *Options, args []string) int {
 	case "down":
 		r, err := migrations.Down(ctx, db)
 		if err != nil {
-			return fail(o, err)
+			return err
 		}
 		fmt.Fprintf(o.Stdout, "rolled back %s\n", r.Source)
 	case "status":
 		st, err := migrations.Status(ctx, db)
 		if err != nil {
-			return fail(o, err)
+			return err
 		}
 		for _, s := range st {
 			state := "pending"
@@ -107,10 +91,10 @@ func runMigrate(ctx context.Context, o *Options, args []string) int {
 			fmt.Fprintf(o.Stdout, "%-8s %s\n", state, s.Source)
 		}
 	}
-	return ExitOK
+	return nil
 }
 
-func runEnqueue(ctx context.Context, o *Options, args []string) int {
+func runEnqueue(ctx context.Context, o *Options, args []string) error {
 	fs := newFlags(o, "enqueue", "enqueue [flags] <topic> <json>",
 		`enqueue email.welcome '{"user_id": 42}' --key welcome:42`,
 		`enqueue webhook.deliver '{"endpoint":"crm","type":"user.created","body":{}}' --delay 5m`)
@@ -121,18 +105,15 @@ func runEnqueue(ctx context.Context, o *Options, args []string) int {
 	prio := fs.Int("priority", 0, "priority; higher runs first")
 	delay := fs.Duration("delay", 0, "run no sooner than this from now")
 	maxAttempts := fs.Int("max-attempts", 0, "attempt limit (default 25)")
-	if code, done := parse(fs, reorder(fs, args)); done {
-		return code
+	if err := parse(fs, reorder(fs, args)); err != nil {
+		return err
 	}
 	if fs.NArg() != 2 {
-		fmt.Fprintf(o.Stderr, "%s enqueue: want <topic> <json>\n", o.Name)
-		fs.Usage()
-		return ExitUsage
+		return &usageError{err: errors.New("want <topic> <json>"), usage: fs.Usage}
 	}
 	payload := json.RawMessage(fs.Arg(1))
 	if !json.Valid(payload) {
-		fmt.Fprintf(o.Stderr, "%s enqueue: the payload is not valid JSON\n", o.Name)
-		return ExitUsage
+		return usagef("the payload is not valid JSON")
 	}
 	opts := []outbox.Option{outbox.WithPriority(*prio), outbox.WithDelay(*delay), outbox.WithMaxAttempts(*maxAttempts)}
 	if *key != "" {
@@ -144,25 +125,21 @@ func runEnqueue(ctx context.Context, o *Options, args []string) int {
 	if *queue != "" {
 		opts = append(opts, outbox.WithQueue(*queue))
 	}
-	pool, code := connect(ctx, o, *dbURL)
-	if pool == nil {
-		return code
+	pool, err := connect(ctx, o, *dbURL)
+	if err != nil {
+		return err
 	}
 	defer pool.Close()
 	res, err := outbox.Enqueue(ctx, pool, outbox.Raw{TopicName: fs.Arg(0), Payload: payload}, opts...)
 	if err != nil {
-		if isInvalid(err) {
-			fmt.Fprintf(o.Stderr, "%s enqueue: %v\n", o.Name, err)
-			return ExitUsage
-		}
-		return fail(o, err)
+		return invalidAsUsage(err)
 	}
 	if res.Duplicate {
 		fmt.Fprintf(o.Stdout, "entry %d already exists with that key (duplicate)\n", res.ID)
 	} else {
 		fmt.Fprintf(o.Stdout, "enqueued entry %d\n", res.ID)
 	}
-	return ExitOK
+	return nil
 }
 
 // reorder moves flags after positional arguments to the front, so that
@@ -195,18 +172,18 @@ func reorder(fs *flag.FlagSet, args []string) []string {
 	return append(flags, pos...)
 }
 
-func runStatus(ctx context.Context, o *Options, args []string) int {
+func runStatus(ctx context.Context, o *Options, args []string) error {
 	fs := newFlags(o, "status", "status [--json] [--schedules]", "status", "status --json | jq '.[] | select(.dead > 0)'",
 		"status --schedules --json")
 	dbURL := dbFlag(o, fs)
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	onlySchedules := fs.Bool("schedules", false, "show only the schedules: last and next firing of each")
-	if code, done := parse(fs, args); done {
-		return code
+	if err := parse(fs, args); err != nil {
+		return err
 	}
-	pool, code := connect(ctx, o, *dbURL)
-	if pool == nil {
-		return code
+	pool, err := connect(ctx, o, *dbURL)
+	if err != nil {
+		return err
 	}
 	defer pool.Close()
 	if *onlySchedules {
@@ -214,7 +191,7 @@ func runStatus(ctx context.Context, o *Options, args []string) int {
 	}
 	stats, err := outbox.Stats(ctx, pool)
 	if err != nil {
-		return fail(o, err)
+		return err
 	}
 	if *asJSON {
 		return printJSON(o, statsJSON(stats))
@@ -226,12 +203,19 @@ func runStatus(ctx context.Context, o *Options, args []string) int {
 	tw := tabwriter.NewWriter(o.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TOPIC\tQUEUE\tPENDING\tDUE\tRETRYING\tRUNNING\tDEAD\tDONE/1H\tDEAD/1H\tLAG")
 	for _, s := range stats {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", s.Topic, s.Queue, s.Pending, s.Due,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", cell(s.Topic), cell(s.Queue), s.Pending, s.Due,
 			s.Retrying, s.Running, s.Dead, s.DoneLastHour, s.DeadLastHour, s.OldestDue.Round(time.Millisecond))
 	}
-	_ = tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
 	return printSchedules(ctx, o, pool, false, false)
 }
+
+// cell is a table cell holding text from the database: control characters
+// escaped (escapeControls), so that it can neither act on the terminal
+// nor break the table's lines and columns.
+func cell(s string) string { return escapeControls(s, false) }
 
 // statsJSON is the documented JSON form of status: durations in seconds.
 func statsJSON(stats []outbox.QueueStats) []map[string]any {
@@ -247,58 +231,68 @@ func statsJSON(stats []outbox.QueueStats) []map[string]any {
 	return out
 }
 
-func printJSON(o *Options, v any) int {
-	enc := json.NewEncoder(o.Stdout)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil {
-		return fail(o, err)
+// printJSON writes v as indented JSON. encoding/json escapes the C0
+// controls in strings but leaves DEL and the C1 controls as they are;
+// escapeControls writes those as \u escapes too, which decode to the
+// same text.
+func printJSON(o *Options, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
 	}
-	return ExitOK
+	_, err = fmt.Fprintln(o.Stdout, escapeControls(string(b), true))
+	return err
 }
 
-func runDead(ctx context.Context, o *Options, args []string) int {
+func runDead(ctx context.Context, o *Options, args []string) error {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "show" && args[0] != "retry") {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			fmt.Fprintf(o.Stdout, "Usage: %s dead list|show|retry [flags]\n", o.Name)
-			return ExitOK
+			return nil
 		}
-		fmt.Fprintf(o.Stderr, "Usage: %s dead list|show|retry [flags]\n", o.Name)
-		return ExitUsage
+		return &usageError{err: errors.New("want one of list, show, retry"), usage: func() {
+			fmt.Fprintf(o.Stderr, "Usage: %s dead list|show|retry [flags]\n", o.Name)
+		}}
 	}
+	var err error
 	switch args[0] {
 	case "list":
-		return deadList(ctx, o, args[1:])
+		err = deadList(ctx, o, args[1:])
 	case "show":
-		return deadShow(ctx, o, args[1:])
+		err = deadShow(ctx, o, args[1:])
 	default:
-		return deadRetry(ctx, o, args[1:])
+		err = deadRetry(ctx, o, args[1:])
 	}
+	if err != nil {
+		return &commandError{name: "dead " + args[0], err: err}
+	}
+	return nil
 }
 
-func deadList(ctx context.Context, o *Options, args []string) int {
+func deadList(ctx context.Context, o *Options, args []string) error {
 	fs := newFlags(o, "dead list", "dead list [--topic T] [--limit N] [--json]", "dead list --topic webhook.deliver")
 	dbURL := dbFlag(o, fs)
 	topic := fs.String("topic", "", "only this topic")
 	limit := fs.Int("limit", 50, "at most this many (up to 1000)")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if code, done := parse(fs, args); done {
-		return code
+	if err := parse(fs, args); err != nil {
+		return err
 	}
-	pool, code := connect(ctx, o, *dbURL)
-	if pool == nil {
-		return code
+	pool, err := connect(ctx, o, *dbURL)
+	if err != nil {
+		return err
 	}
 	defer pool.Close()
 	dead, err := outbox.ListDead(ctx, pool, outbox.DeadFilter{Topic: *topic, Limit: *limit})
 	if err != nil {
-		return fail(o, err)
+		return invalidAsUsage(err)
 	}
 	if *asJSON {
 		return printJSON(o, dead)
 	}
 	if len(dead) == 0 {
 		fmt.Fprintln(o.Stdout, "no dead entries")
-		return ExitOK
+		return nil
 	}
 	tw := tabwriter.NewWriter(o.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTOPIC\tKEY\tATTEMPTS\tFINISHED\tLAST ERROR")
@@ -307,114 +301,98 @@ func deadList(ctx context.Context, o *Options, args []string) int {
 		if e.FinishedAt != nil {
 			finished = e.FinishedAt.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d/%d\t%s\t%s\n", e.ID, e.Topic, e.Key, e.Attempt, e.MaxAttempts, finished, oneLine(e.LastError, 80))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d/%d\t%s\t%s\n", e.ID, cell(e.Topic), cell(e.Key), e.Attempt, e.MaxAttempts, finished, oneLine(e.LastError, 80))
 	}
-	_ = tw.Flush()
-	return ExitOK
+	return tw.Flush()
 }
 
+// oneLine is the start of a last error for a table: runs of white space
+// made one space, control characters escaped (cell), and at most max
+// characters, cut with "...".
 func oneLine(s *string, max int) string {
 	if s == nil {
 		return ""
 	}
-	v := strings.Join(strings.Fields(*s), " ")
+	v := []rune(cell(strings.Join(strings.Fields(*s), " ")))
 	if len(v) > max {
-		v = v[:max-3] + "..."
+		v = append(v[:max-3], []rune("...")...)
 	}
-	return v
+	return string(v)
 }
 
-func deadShow(ctx context.Context, o *Options, args []string) int {
+func deadShow(ctx context.Context, o *Options, args []string) error {
 	fs := newFlags(o, "dead show", "dead show <id>", "dead show 42")
 	dbURL := dbFlag(o, fs)
-	if code, done := parse(fs, reorder(fs, args)); done {
-		return code
+	if err := parse(fs, reorder(fs, args)); err != nil {
+		return err
 	}
 	if fs.NArg() != 1 {
-		fs.Usage()
-		return ExitUsage
+		return &usageError{err: errors.New("want one entry id"), usage: fs.Usage}
 	}
 	id, err := strconv.ParseInt(fs.Arg(0), 10, 64)
 	if err != nil {
-		fmt.Fprintf(o.Stderr, "%s dead show: %q is not an entry id\n", o.Name, fs.Arg(0))
-		return ExitUsage
+		return usagef("%q is not an entry id", fs.Arg(0))
 	}
-	pool, code := connect(ctx, o, *dbURL)
-	if pool == nil {
-		return code
+	pool, err := connect(ctx, o, *dbURL)
+	if err != nil {
+		return err
 	}
 	defer pool.Close()
 	e, err := outbox.Get(ctx, pool, id)
 	if err != nil {
-		return fail(o, err)
+		return err
 	}
 	return printJSON(o, e)
 }
 
-func deadRetry(ctx context.Context, o *Options, args []string) int {
+func deadRetry(ctx context.Context, o *Options, args []string) error {
 	fs := newFlags(o, "dead retry", "dead retry (<id>... | --topic T | --all) [--dry-run]",
 		"dead retry 41 42", "dead retry --topic webhook.deliver --dry-run", "dead retry --all")
 	dbURL := dbFlag(o, fs)
 	topic := fs.String("topic", "", "retry every dead entry of this topic")
 	all := fs.Bool("all", false, "retry every dead entry")
 	dry := fs.Bool("dry-run", false, "only say what would be retried")
-	if code, done := parse(fs, reorder(fs, args)); done {
-		return code
+	if err := parse(fs, reorder(fs, args)); err != nil {
+		return err
 	}
 	sel := outbox.Selection{Topic: *topic, All: *all}
 	for _, a := range fs.Args() {
 		id, err := strconv.ParseInt(a, 10, 64)
 		if err != nil {
-			fmt.Fprintf(o.Stderr, "%s dead retry: %q is not an entry id\n", o.Name, a)
-			return ExitUsage
+			return usagef("%q is not an entry id", a)
 		}
 		sel.IDs = append(sel.IDs, id)
 	}
 	if len(sel.IDs) == 0 && sel.Topic == "" && !sel.All {
-		fmt.Fprintf(o.Stderr, "%s dead retry: name ids, --topic or --all\n", o.Name)
-		fs.Usage()
-		return ExitUsage
+		// Said before connecting; outbox checks the selection in full.
+		return &usageError{err: errors.New("name ids, --topic or --all"), usage: fs.Usage}
 	}
-	pool, code := connect(ctx, o, *dbURL)
-	if pool == nil {
-		return code
+	pool, err := connect(ctx, o, *dbURL)
+	if err != nil {
+		return err
 	}
 	defer pool.Close()
 	if *dry {
-		n, err := countSelected(ctx, pool, sel)
+		n, err := outbox.CountDead(ctx, pool, sel)
 		if err != nil {
-			return fail(o, err)
+			return invalidAsUsage(err)
 		}
 		fmt.Fprintf(o.Stdout, "would retry %d dead entries (dry run)\n", n)
-		return ExitOK
+		return nil
 	}
 	n, err := outbox.Replay(ctx, pool, sel)
 	if err != nil {
-		if isInvalid(err) {
-			fmt.Fprintf(o.Stderr, "%s dead retry: %v\n", o.Name, err)
-			return ExitUsage
-		}
-		return fail(o, err)
+		return invalidAsUsage(err)
 	}
 	fmt.Fprintf(o.Stdout, "retrying %d dead entries\n", n)
-	return ExitOK
+	return nil
 }
 
-// countSelected counts the dead entries a selection names, for --dry-run.
-func countSelected(ctx context.Context, pool *pgxpool.Pool, sel outbox.Selection) (int64, error) {
-	var n int64
-	var ids any
-	if len(sel.IDs) > 0 {
-		ids = sel.IDs
+// invalidAsUsage makes outbox's validation errors (ErrInvalid: a bad key,
+// limit or selection; nothing was done) usage errors.
+func invalidAsUsage(err error) error {
+	if errors.Is(err, outbox.ErrInvalid) {
+		return usageOf(err)
 	}
-	var topic any
-	if sel.Topic != "" {
-		topic = sel.Topic
-	}
-	err := pool.QueryRow(ctx, `SELECT count(*) FROM outbox_entries WHERE state = 'dead'
-		AND (($1::bigint[] IS NOT NULL AND id = ANY($1::bigint[])) OR ($2::text IS NOT NULL AND topic = $2::text) OR $3::bool)`,
-		ids, topic, sel.All).Scan(&n)
-	return n, err
+	return err
 }
-
-func isInvalid(err error) bool { return errors.Is(err, outbox.ErrInvalid) }

@@ -126,3 +126,72 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		t.Errorf("version: %d %q", code, out)
 	}
 }
+
+// Every failing command prints one message, "txoutbox <command>: ...", as
+// the first line of standard error (a usage error may follow it with the
+// command's usage), and nothing on standard output.
+func TestErrorsAreReportedOnce(t *testing.T) {
+	t.Parallel()
+	db := outboxtest.New(t)
+	env := map[string]string{"DATABASE_URL": db.URL}
+	unreachable := map[string]string{"DATABASE_URL": "postgres://127.0.0.1:1/none"}
+	// search_path names a schema without the tables: the database is
+	// there, not migrated.
+	notMigrated := map[string]string{"DATABASE_URL": db.URL + "&search_path=nowhere"}
+	if !strings.Contains(db.URL, "?") {
+		notMigrated["DATABASE_URL"] = db.URL + "?search_path=nowhere"
+	}
+	for _, tc := range []struct {
+		env   map[string]string
+		args  []string
+		code  int
+		first string // the first line of standard error, or its start
+		usage bool   // the command's usage follows
+	}{
+		{unreachable, []string{"migrate"}, sidecar.ExitUsage, "txoutbox migrate: want exactly one of up, down, status", true},
+		{unreachable, []string{"status", "--no-such-flag"}, sidecar.ExitUsage, "txoutbox status: flag provided but not defined: -no-such-flag", true},
+		{unreachable, []string{"enqueue", "t", "{not json"}, sidecar.ExitUsage, "txoutbox enqueue: the payload is not valid JSON", false},
+		{unreachable, []string{"dead"}, sidecar.ExitUsage, "txoutbox dead: want one of list, show, retry", true},
+		{unreachable, []string{"dead", "show", "abc"}, sidecar.ExitUsage, `txoutbox dead show: "abc" is not an entry id`, false},
+		{unreachable, []string{"dead", "retry"}, sidecar.ExitUsage, "txoutbox dead retry: name ids, --topic or --all", true},
+		{unreachable, []string{"dead", "list", "--limit", "x"}, sidecar.ExitUsage, `txoutbox dead list: invalid value "x" for flag -limit`, true},
+		{unreachable, []string{"relay", "extra"}, sidecar.ExitUsage, `txoutbox relay: unexpected argument "extra"`, false},
+		{unreachable, []string{"relay", "--config", "/nonexistent/relay.json"}, sidecar.ExitUsage, "txoutbox relay: sidecar: invalid config: open /nonexistent/relay.json", false},
+		{unreachable, []string{"bench", "--runs", "0"}, sidecar.ExitUsage, "txoutbox bench: --runs must be 1–1000, got 0", false},
+		{map[string]string{}, []string{"status"}, sidecar.ExitUsage, "txoutbox status: no database: pass --database-url or set DATABASE_URL", false},
+		{unreachable, []string{"status"}, sidecar.ExitFailure, "txoutbox status: cannot reach the database: ", false},
+		{unreachable, []string{"dead", "list"}, sidecar.ExitFailure, "txoutbox dead list: cannot reach the database: ", false},
+		{notMigrated, []string{"status"}, sidecar.ExitFailure, "txoutbox status: the outbox tables are missing in this database: run 'txoutbox migrate up'", false},
+		{notMigrated, []string{"status", "--schedules"}, sidecar.ExitFailure, "txoutbox status: the schedules table is missing in this database: run 'txoutbox migrate up'", false},
+		{env, []string{"dead", "show", "123456"}, sidecar.ExitFailure, "txoutbox dead show: outbox: entry not found", false},
+		{env, []string{"dead", "list", "--limit", "-1"}, sidecar.ExitUsage, "txoutbox dead list: outbox: invalid limit", false},
+		{env, []string{"enqueue", "", "{}"}, sidecar.ExitUsage, "txoutbox enqueue: outbox: invalid topic", false},
+		// outbox validates the selection: --all with --topic is refused,
+		// for a dry run as for the real one.
+		{env, []string{"dead", "retry", "--all", "--topic", "t", "--dry-run"}, sidecar.ExitUsage, "txoutbox dead retry: outbox: invalid selection: All cannot be combined", false},
+		{env, []string{"dead", "retry", "--all", "--topic", "t"}, sidecar.ExitUsage, "txoutbox dead retry: outbox: invalid selection: All cannot be combined", false},
+	} {
+		code, out, errOut := cli(t, tc.env, tc.args...)
+		first, rest, _ := strings.Cut(errOut, "\n")
+		switch {
+		case code != tc.code:
+			t.Errorf("%q: exit %d, want %d; stderr %q", tc.args, code, tc.code, errOut)
+		case !strings.HasPrefix(first, tc.first):
+			t.Errorf("%q: stderr starts %q, want %q", tc.args, first, tc.first)
+		case strings.Contains(rest, "txoutbox "+tc.args[0]+":") || strings.Contains(rest, tc.first):
+			t.Errorf("%q: the error is reported more than once: %q", tc.args, errOut)
+		case tc.usage != strings.HasPrefix(rest, "Usage: txoutbox "+tc.args[0]):
+			t.Errorf("%q: usage after the message: %v, want %v; stderr %q", tc.args, !tc.usage, tc.usage, errOut)
+		case !tc.usage && strings.Contains(rest, "Usage"):
+			t.Errorf("%q: usage after the message: %q", tc.args, errOut)
+		case out != "":
+			t.Errorf("%q: standard output %q, want nothing", tc.args, out)
+		}
+	}
+	// Help is not an error: usage, exit 0.
+	for _, args := range [][]string{{"status", "--help"}, {"dead", "--help"}, {"dead", "retry", "-h"}, {"help"}} {
+		if code, out, errOut := cli(t, env, args...); code != sidecar.ExitOK || !strings.Contains(out+errOut, "Usage") {
+			t.Errorf("%q: exit %d, output %q %q", args, code, out, errOut)
+		}
+	}
+}

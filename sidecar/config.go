@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -13,42 +14,53 @@ import (
 	"github.com/txoutbox/txoutbox/relay"
 )
 
-// FileConfig is the sidecar's configuration file (JSON). Unknown fields are
+// defaultListen is the address of the relay's HTTP endpoints unless the
+// file's "listen" or --listen says otherwise: loopback only, since
+// /metrics and /readyz answer without credentials and name the database.
+// Containers whose probes and scrapers come from outside set
+// "0.0.0.0:9090" (see docs/sidecar.md).
+const defaultListen = "127.0.0.1:9090"
+
+// fileConfig is the sidecar's configuration file (JSON). Unknown fields are
 // errors, so a typo never silently falls back to a default. Secrets are not
-// written in the file: handler configurations name environment variables.
-type FileConfig struct {
+// written in the file: settings named *_env name environment variables.
+// A zero value, like an absent field, takes the default; a negative value
+// is an error unless the field gives it a meaning.
+type fileConfig struct {
 	// DatabaseURLEnv names the environment variable holding the database
 	// URL. Default "DATABASE_URL". The --database-url flag wins over both.
 	DatabaseURLEnv string `json:"database_url_env"`
 	// Listen is the address of the HTTP server for /healthz, /readyz and
-	// /metrics. Default ":9090"; "off" disables it.
+	// /metrics. Default defaultListen (127.0.0.1:9090); "off" disables it.
 	Listen string `json:"listen"`
 	// Log selects the log format ("json" or "text", default "json") and
 	// level ("debug", "info", "warn", "error", default "info").
-	Log LogConfig `json:"log"`
+	Log logConfig `json:"log"`
 	// Migrate applies pending migrations before the relay starts.
 	Migrate bool `json:"migrate"`
 	// Relay holds the relay settings; zero values take relay.Config's
 	// defaults.
-	Relay RelayConfig `json:"relay"`
+	Relay relaySettings `json:"relay"`
 	// Handlers binds built-in handler kinds to their settings.
-	Handlers []HandlerConfig `json:"handlers"`
+	Handlers []handlerConfig `json:"handlers"`
 	// Schedules declares recurring entries for the configured handlers'
 	// topics, run by the relay command (see docs/schedules.md).
-	Schedules []ScheduleConfig `json:"schedules"`
+	Schedules []scheduleConfig `json:"schedules"`
 	// UI serves the operator dashboard under /ui/; off by default.
-	UI UIConfig `json:"ui"`
+	UI uiConfig `json:"ui"`
 }
 
-// LogConfig selects how the sidecar logs.
-type LogConfig struct {
+// logConfig selects how the sidecar logs.
+type logConfig struct {
 	Format string `json:"format"`
 	Level  string `json:"level"`
 }
 
-// RelayConfig mirrors relay.Config's settings in the file.
-type RelayConfig struct {
-	Queues                map[string]QueueConfig `json:"queues"`
+// relaySettings mirrors relay.Config's settings in the file: each field
+// has relay.Config's name, so that relay's errors map back to the file's
+// names (relayField).
+type relaySettings struct {
+	Queues                map[string]queueConfig `json:"queues"`
 	ClaimBatchSize        int                    `json:"claim_batch_size"`
 	CompleteBatchSize     int                    `json:"complete_batch_size"`
 	PollInterval          Duration               `json:"poll_interval"`
@@ -69,16 +81,17 @@ type RelayConfig struct {
 	ID                    string                 `json:"id"`
 }
 
-// QueueConfig mirrors relay.QueueConfig.
-type QueueConfig struct {
+// queueConfig mirrors relay.QueueConfig.
+type queueConfig struct {
 	MaxWorkers int `json:"max_workers"`
 }
 
-// HandlerConfig binds one built-in handler kind.
-type HandlerConfig struct {
+// handlerConfig binds one built-in handler kind.
+type handlerConfig struct {
 	// Kind names the handler kind, e.g. "webhook", "email", "pdf".
 	Kind string `json:"kind"`
-	// Timeout overrides relay.handler_timeout for this handler.
+	// Timeout overrides relay.handler_timeout for this handler; zero
+	// keeps it, a negative value is an error.
 	Timeout Duration `json:"timeout"`
 	// OutcomeBeforeNext makes each worker of this handler wait until an
 	// attempt's outcome is committed before it takes its next entry
@@ -90,9 +103,9 @@ type HandlerConfig struct {
 	Config json.RawMessage `json:"config"`
 }
 
-// HandlerOptions returns the relay handler options that h's settings ask
+// handlerOptions returns the relay handler options that h's settings ask
 // for, to pass to the kind's Register.
-func (h HandlerConfig) HandlerOptions() []relay.HandlerOption {
+func (h handlerConfig) handlerOptions() []relay.HandlerOption {
 	var opts []relay.HandlerOption
 	if h.Timeout > 0 {
 		opts = append(opts, relay.WithTimeout(h.Timeout.D()))
@@ -104,17 +117,23 @@ func (h HandlerConfig) HandlerOptions() []relay.HandlerOption {
 }
 
 // Duration is a time.Duration written as a string such as "1.5s" or "24h".
+// Handler kinds use it for their own settings.
 type Duration time.Duration
 
-// UnmarshalJSON parses a Go duration string.
+// durationType is Duration's type, for decoding errors.
+var durationType = reflect.TypeFor[Duration]()
+
+// UnmarshalJSON parses a Go duration string. Anything else is a
+// *json.UnmarshalTypeError, which encoding/json completes with the
+// field's path, so that the error names the setting.
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("want a duration string such as \"30s\": %w", err)
+	if !bytes.HasPrefix(b, []byte(`"`)) || json.Unmarshal(b, &s) != nil {
+		return &json.UnmarshalTypeError{Value: jsonKind(b), Type: durationType}
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return err
+		return &json.UnmarshalTypeError{Value: "string " + string(b), Type: durationType}
 	}
 	*d = Duration(v)
 	return nil
@@ -123,63 +142,84 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // MarshalJSON writes the duration as a string.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
-// ConfigError reports an invalid configuration, naming the field.
-type ConfigError struct {
-	Field string
-	Err   error
-}
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
 
-func (e *ConfigError) Error() string {
-	if e.Field == "" {
-		return "config: " + e.Err.Error()
+// jsonKind names the kind of the JSON value b, as encoding/json's errors
+// do: "number 5", "bool", "object".
+func jsonKind(b []byte) string {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		return "nothing"
 	}
-	return fmt.Sprintf("config: %s: %v", e.Field, e.Err)
+	switch b[0] {
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case 't', 'f':
+		return "bool"
+	case 'n':
+		return "null"
+	case '"':
+		return "string"
+	}
+	return "number " + string(b)
 }
 
-// Unwrap returns the underlying error.
-func (e *ConfigError) Unwrap() error { return e.Err }
-
-// LoadConfig reads and validates a configuration file. An empty path gives
-// the defaults (no built-in handlers).
-func LoadConfig(path string) (*FileConfig, error) {
-	cfg := &FileConfig{}
+// loadConfig reads and validates a configuration file. An empty path gives
+// the defaults (no built-in handlers). Every error is a *ConfigError.
+func loadConfig(path string) (*fileConfig, error) {
+	cfg := &fileConfig{}
 	if path != "" {
 		raw, err := os.ReadFile(path)
 		if err != nil {
-			return nil, &ConfigError{Err: err}
+			return nil, configErr("", "%v", err)
 		}
-		if err := DecodeStrict(raw, cfg); err != nil {
-			field := fieldOf(err)
-			if field == "" {
-				field = badDurationField(raw)
+		if err := decodeStrict(raw, cfg); err != nil {
+			var ce *ConfigError
+			if errors.As(err, &ce) {
+				ce.Field = indexField(raw, ce.Field)
 			}
-			field = indexHandlerField(raw, field)
-			return nil, &ConfigError{Field: field, Err: err}
+			return nil, err
 		}
 	}
 	if cfg.DatabaseURLEnv == "" {
 		cfg.DatabaseURLEnv = "DATABASE_URL"
 	}
 	if cfg.Listen == "" {
-		cfg.Listen = ":9090"
+		cfg.Listen = defaultListen
 	}
 	switch cfg.Log.Format {
 	case "":
 		cfg.Log.Format = "json"
 	case "json", "text":
 	default:
-		return nil, &ConfigError{Field: "log.format", Err: fmt.Errorf("%q is not json or text", cfg.Log.Format)}
+		return nil, configErr("log.format", "%q is not json or text", cfg.Log.Format)
 	}
 	switch cfg.Log.Level {
 	case "":
 		cfg.Log.Level = "info"
 	case "debug", "info", "warn", "error":
 	default:
-		return nil, &ConfigError{Field: "log.level", Err: fmt.Errorf("%q is not debug, info, warn or error", cfg.Log.Level)}
+		return nil, configErr("log.level", "%q is not debug, info, warn or error", cfg.Log.Level)
+	}
+	names := make([]string, 0, len(cfg.Relay.Queues))
+	for name := range cfg.Relay.Queues {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if n := cfg.Relay.Queues[name].MaxWorkers; n < 0 {
+			return nil, configErr("relay.queues."+name+".max_workers", "negative (%d)", n)
+		}
 	}
 	for i, h := range cfg.Handlers {
 		if h.Kind == "" {
-			return nil, &ConfigError{Field: fmt.Sprintf("handlers[%d].kind", i), Err: errors.New("missing")}
+			return nil, configErr(fmt.Sprintf("handlers[%d].kind", i), "missing")
+		}
+		if h.Timeout < 0 {
+			return nil, configErr(fmt.Sprintf("handlers[%d].timeout", i), "negative (%s)", h.Timeout.D())
 		}
 	}
 	if err := cfg.UI.validate(cfg.Listen); err != nil {
@@ -189,34 +229,68 @@ func LoadConfig(path string) (*FileConfig, error) {
 }
 
 // DecodeStrict decodes JSON into v, refusing unknown fields and trailing
-// data. Handler kinds use it for their own settings.
+// data. Handler kinds use it for their own settings. An error is a
+// *ConfigError naming the field, as far as encoding/json tells it (the
+// path of a type error, without array indexes or map keys; the name of an
+// unknown field).
 func DecodeStrict(raw []byte, v any) error {
+	return decodeStrict(raw, v)
+}
+
+func decodeStrict(raw []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return err
+		return decodeError(err)
 	}
 	if dec.More() {
-		return errors.New("unexpected data after the JSON object")
+		return configErr("", "unexpected data after the JSON object")
 	}
 	return nil
 }
 
-// fieldOf extracts the field name from encoding/json's errors.
-func fieldOf(err error) string {
+// decodeError turns encoding/json's error into a *ConfigError naming the
+// field.
+func decodeError(err error) error {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		return te.Field
+		return configErr(te.Field, "want %s, got %s", typeName(te.Type), te.Value)
 	}
 	msg := err.Error()
 	if i := strings.Index(msg, "unknown field "); i >= 0 {
-		return strings.Trim(msg[i+len("unknown field "):], `"`)
+		return configErr(strings.Trim(msg[i+len("unknown field "):], `"`), "unknown field")
 	}
-	return ""
+	return configErr("", "%v", err)
 }
 
-// relayConfig turns the file's relay section into a relay.Config.
-func (c RelayConfig) relayConfig() relay.Config {
+// typeName says what a value of type t is written as, for messages.
+func typeName(t reflect.Type) string {
+	if t == nil {
+		return "another value"
+	}
+	if t == durationType {
+		return `a duration string such as "30s"`
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number in range"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return t.String()
+}
+
+// toRelay turns the file's relay section into a relay.Config.
+func (c relaySettings) toRelay() relay.Config {
 	rc := relay.Config{
 		ClaimBatchSize:        c.ClaimBatchSize,
 		CompleteBatchSize:     c.CompleteBatchSize,
@@ -248,72 +322,50 @@ func (c RelayConfig) relayConfig() relay.Config {
 	return rc
 }
 
-// indexHandlerField turns encoding/json's "handlers.x" into "handlers[i].x",
-// naming the first handler whose settings do not decode.
-func indexHandlerField(raw []byte, field string) string {
-	rest, ok := strings.CutPrefix(field, "handlers.")
-	if !ok {
-		return field
+// relayError turns an error of relay.Config.Validate into a *ConfigError
+// naming the file's field: relay.lease_duration for LeaseDuration.
+// Registration errors of the handlers (a topic bound twice) name
+// "handlers".
+func relayError(err error) error {
+	var rce *relay.ConfigError
+	if !errors.As(err, &rce) {
+		return configErr("relay", "%v", err)
 	}
-	var top struct {
-		Handlers []json.RawMessage `json:"handlers"`
+	if rce.Field == "handler" || rce.Field == "Handlers" {
+		return configErr("handlers", "%v", err)
 	}
-	if json.Unmarshal(raw, &top) != nil {
-		return field
+	field := "relay"
+	if f, ok := reflect.TypeFor[relaySettings]().FieldByName(rce.Field); ok {
+		field += "." + strings.Split(f.Tag.Get("json"), ",")[0]
 	}
-	for i, h := range top.Handlers {
-		var hc HandlerConfig
-		if json.Unmarshal(h, &hc) != nil {
-			return fmt.Sprintf("handlers[%d].%s", i, rest)
-		}
-	}
-	return field
+	return configErr(field, "%s", rce.Reason)
 }
 
-// D returns d as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
-
-// badDurationField finds the duration setting that failed to parse, since
-// encoding/json does not name the field of a custom unmarshaler's error.
-func badDurationField(raw []byte) string {
-	var top struct {
-		Relay    map[string]json.RawMessage   `json:"relay"`
-		Handlers []map[string]json.RawMessage `json:"handlers"`
-		UI       map[string]json.RawMessage   `json:"ui"`
-	}
-	if json.Unmarshal(raw, &top) != nil {
-		return ""
-	}
-	bad := func(v json.RawMessage) bool {
-		var s string
-		if json.Unmarshal(v, &s) != nil {
-			return true
+// indexField turns encoding/json's "handlers.x" into "handlers[i].x"
+// (and the same for "schedules"), naming the first element that does not
+// decode.
+func indexField(raw []byte, field string) string {
+	for _, list := range []struct {
+		name string
+		try  func(json.RawMessage) error
+	}{
+		{"handlers", func(m json.RawMessage) error { var v handlerConfig; return json.Unmarshal(m, &v) }},
+		{"schedules", func(m json.RawMessage) error { var v scheduleConfig; return json.Unmarshal(m, &v) }},
+	} {
+		rest, ok := strings.CutPrefix(field, list.name+".")
+		if !ok {
+			continue
 		}
-		_, err := time.ParseDuration(s)
-		return err != nil
-	}
-	keys := make([]string, 0, len(top.Relay))
-	for k := range top.Relay {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if strings.HasSuffix(k, "_interval") || strings.HasSuffix(k, "_duration") ||
-			strings.HasSuffix(k, "_timeout") || strings.HasSuffix(k, "_retention") {
-			if bad(top.Relay[k]) {
-				return "relay." + k
+		var top map[string]json.RawMessage
+		var elems []json.RawMessage
+		if json.Unmarshal(raw, &top) != nil || json.Unmarshal(top[list.name], &elems) != nil {
+			return field
+		}
+		for i, e := range elems {
+			if list.try(e) != nil {
+				return fmt.Sprintf("%s[%d].%s", list.name, i, rest)
 			}
 		}
 	}
-	for i, h := range top.Handlers {
-		if v, ok := h["timeout"]; ok && bad(v) {
-			return fmt.Sprintf("handlers[%d].timeout", i)
-		}
-	}
-	for _, k := range []string{"window", "refresh"} {
-		if v, ok := top.UI[k]; ok && bad(v) {
-			return "ui." + k
-		}
-	}
-	return ""
+	return field
 }

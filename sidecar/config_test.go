@@ -2,13 +2,12 @@ package sidecar_test
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
 	"fmt"
-	"log/slog"
+	"io"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/txoutbox/txoutbox/outbox"
 	"github.com/txoutbox/txoutbox/outbox/outboxtest"
@@ -16,113 +15,63 @@ import (
 	"github.com/txoutbox/txoutbox/sidecar"
 )
 
-// "outcome_before_next" is a per-handler boolean; anything else is an error
-// naming the handler's field.
-func TestHandlerOutcomeBeforeNextSetting(t *testing.T) {
-	t.Parallel()
-	cfg, err := sidecar.LoadConfig(writeConfig(t, `{"handlers": [
-		{"kind": "webhook", "timeout": "2s", "outcome_before_next": true},
-		{"kind": "pdf", "outcome_before_next": false},
-		{"kind": "email"}]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, want := range []struct {
-		set  bool
-		opts int
-	}{{true, 2}, {false, 0}, {false, 0}} {
-		h := cfg.Handlers[i]
-		if h.OutcomeBeforeNext != want.set || len(h.HandlerOptions()) != want.opts {
-			t.Errorf("handlers[%d]: outcome_before_next %v with %d options; want %v with %d",
-				i, h.OutcomeBeforeNext, len(h.HandlerOptions()), want.set, want.opts)
-		}
-	}
-
-	for _, tc := range []struct{ handlers, field string }{
-		{`[{"kind": "webhook", "outcome_before_next": "yes"}]`, "handlers[0].outcome_before_next"},
-		{`[{"kind": "pdf"}, {"kind": "webhook", "outcome_before_next": 1}]`, "handlers[1].outcome_before_next"},
-		{`[{"kind": "webhook", "outcome_before_next": {}}]`, "handlers[0].outcome_before_next"},
-		{`[{"kind": "webhook", "outcome_before_nxt": true}]`, "outcome_before_nxt"},
-	} {
-		_, err := sidecar.LoadConfig(writeConfig(t, `{"handlers": `+tc.handlers+`}`))
-		var ce *sidecar.ConfigError
-		if !errors.As(err, &ce) || ce.Field != tc.field {
-			t.Errorf("%s: error %v; want a ConfigError for %s", tc.handlers, err, tc.field)
-		}
-	}
-}
-
-// The options of a handler with "outcome_before_next" make each worker wait
-// for its outcome's commit: with one worker, every handler finds the entry
-// before it done.
+// A handler with "outcome_before_next" makes each worker wait for its
+// outcome's commit: with one worker, every handler run finds the entry
+// before it done. The setting reaches the handler through a Kind's
+// options, as in a team's own binary.
 func TestHandlerOptionsWaitForOutcome(t *testing.T) {
 	t.Parallel()
 	db := outboxtest.New(t)
-	cfg, err := sidecar.LoadConfig(writeConfig(t, `{"handlers": [{"kind": "record", "outcome_before_next": true}]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
 	const n = 20
 	var mu sync.Mutex
 	var prev int64
 	var notDone []string
-	done := make(chan struct{}, n)
-	h := relay.NewHandlers()
-	relay.Handle(h, func(ctx context.Context, e *relay.Entry[Record]) error {
-		mu.Lock()
-		before := prev
-		prev = e.ID
-		mu.Unlock()
-		if before == 0 {
-			return nil
-		}
-		var state string
-		if err := db.Pool.QueryRow(ctx, `SELECT state FROM outbox_entries WHERE id = $1`, before).Scan(&state); err != nil {
-			return err
-		}
-		if state != "done" {
+	record := sidecar.Kind{Name: "record", Register: func(h *relay.Handlers, _ json.RawMessage, _ func(string) string, opts ...relay.HandlerOption) error {
+		relay.Handle(h, func(ctx context.Context, e *relay.Entry[Record]) error {
 			mu.Lock()
-			notDone = append(notDone, fmt.Sprintf("%d:%s", before, state))
+			before := prev
+			prev = e.ID
 			mu.Unlock()
-		}
+			if before == 0 {
+				return nil
+			}
+			var state string
+			if err := db.Pool.QueryRow(ctx, `SELECT state FROM outbox_entries WHERE id = $1`, before).Scan(&state); err != nil {
+				return err
+			}
+			if state != "done" {
+				mu.Lock()
+				notDone = append(notDone, fmt.Sprintf("%d:%s", before, state))
+				mu.Unlock()
+			}
+			return nil
+		}, opts...)
 		return nil
-	}, cfg.Handlers[0].HandlerOptions()...)
-
+	}}
 	for i := range n {
 		if _, err := outbox.Enqueue(context.Background(), db.Pool, Record{Note: fmt.Sprint(i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	r, err := relay.New(db.Pool, relay.Config{
-		Handlers:          h,
-		Queues:            map[string]relay.QueueConfig{"default": {MaxWorkers: 1}},
-		PollInterval:      50 * time.Millisecond,
-		RetentionInterval: -1,
-		Logger:            slog.New(slog.DiscardHandler),
-		Observer: relay.ObserverFunc(func(e relay.Event) {
-			if e.Kind == relay.EventDone {
-				done <- struct{}{}
-			}
-		}),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, `{"log": {"format": "text", "level": "warn"},
+		"relay": {"poll_interval": "50ms", "retention_interval": "-1s", "queues": {"default": {"max_workers": 1}}},
+		"handlers": [{"kind": "record", "outcome_before_next": true}]}`)
 	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan error, 1)
-	go func() { stopped <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-stopped; err != nil {
-			t.Errorf("relay: %v", err)
-		}
+	var errOut syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- sidecar.Main(ctx, []string{"relay", "--config", cfg, "--listen", "off"}, sidecar.Options{
+			Stdout: io.Discard, Stderr: &errOut,
+			Getenv: func(k string) string { return map[string]string{"DATABASE_URL": db.URL}[k] },
+			Kinds:  []sidecar.Kind{record},
+		})
+	}()
+	poll(t, "every entry done", func() bool {
+		return count(t, db.Pool, `SELECT count(*) FROM outbox_entries WHERE state = 'done'`) == n
 	})
-	for range n {
-		select {
-		case <-done:
-		case <-time.After(2 * time.Minute):
-			t.Fatal("entries not done within two minutes")
-		}
+	cancel()
+	if code := <-exited; code != sidecar.ExitOK {
+		t.Fatalf("relay exit %d; stderr:\n%s", code, errOut.String())
 	}
 	mu.Lock()
 	defer mu.Unlock()

@@ -19,9 +19,13 @@
 //	}
 //
 // Exit codes: ExitOK (0), ExitFailure (1) when a command ran and failed,
-// ExitUsage (2) for bad arguments or configuration, in which case nothing
-// was done. The command line uses the standard flag package: one small
-// FlagSet per command, no dependency, and flags may follow arguments.
+// ExitUsage (2) for bad arguments or configuration (a *ConfigError names
+// the file's field), in which case nothing was done. A failing command
+// prints one message, "txoutbox <command>: <what went wrong>", on
+// standard error. Text read from the database (topics, keys, last errors) is
+// printed with its control characters escaped, in tables and JSON alike.
+// The command line uses the standard flag package: one small FlagSet per
+// command, no dependency, and flags may follow arguments.
 //
 // See docs/sidecar.md for the configuration file, the metrics and
 // deployment.

@@ -22,25 +22,23 @@ import (
 	"github.com/txoutbox/txoutbox/schedule"
 )
 
-func runRelay(ctx context.Context, o *Options, args []string) int {
+func runRelay(ctx context.Context, o *Options, args []string) error {
 	fs := newFlags(o, "relay", "relay [--config FILE] [--database-url URL] [--listen ADDR] [--migrate]",
 		"relay --config /etc/txoutbox/relay.json",
-		"relay --config relay.json --listen 127.0.0.1:9090 --migrate")
+		"relay --config relay.json --listen 0.0.0.0:9090 --migrate   # in a container: probes and scrapes come from outside")
 	configPath := fs.String("config", "", "configuration file (JSON); see docs/sidecar.md")
 	dbURL := fs.String("database-url", "", "PostgreSQL URL (default: the variable named by database_url_env, DATABASE_URL)")
-	listen := fs.String("listen", "", "address for /healthz, /readyz and /metrics (overrides the file; \"off\" disables)")
+	listen := fs.String("listen", "", "address for /healthz, /readyz and /metrics (overrides the file; default "+defaultListen+"; \"off\" disables)")
 	migrate := fs.Bool("migrate", false, "apply pending migrations before starting (overrides the file)")
-	if code, done := parse(fs, args); done {
-		return code
+	if err := parse(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(o.Stderr, "%s relay: unexpected argument %q\n", o.Name, fs.Arg(0))
-		return ExitUsage
+		return usagef("unexpected argument %q", fs.Arg(0))
 	}
-	cfg, err := LoadConfig(*configPath)
+	cfg, err := loadConfig(*configPath)
 	if err != nil {
-		fmt.Fprintf(o.Stderr, "%s relay: %v\n", o.Name, err)
-		return ExitUsage
+		return err
 	}
 	if *listen != "" {
 		cfg.Listen = *listen
@@ -53,23 +51,19 @@ func runRelay(ctx context.Context, o *Options, args []string) int {
 		url = o.Getenv(cfg.DatabaseURLEnv)
 	}
 	if url == "" {
-		fmt.Fprintf(o.Stderr, "%s relay: no database: pass --database-url or set %s\n", o.Name, cfg.DatabaseURLEnv)
-		return ExitUsage
+		return usagef("no database: pass --database-url or set %s", cfg.DatabaseURLEnv)
 	}
 	poolCfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		fmt.Fprintf(o.Stderr, "%s relay: database URL: %v\n", o.Name, err)
-		return ExitUsage
+		return usagef("database URL: %w", err)
 	}
 	handlers, err := buildHandlers(o, cfg)
 	if err != nil {
-		fmt.Fprintf(o.Stderr, "%s relay: %v\n", o.Name, err)
-		return ExitUsage
+		return err
 	}
 	schedules, err := loadSchedules(o, cfg, handlers)
 	if err != nil {
-		fmt.Fprintf(o.Stderr, "%s relay: %v\n", o.Name, err)
-		return ExitUsage
+		return err
 	}
 	log := newLogger(o.Stderr, cfg.Log)
 
@@ -78,27 +72,24 @@ func runRelay(ctx context.Context, o *Options, args []string) int {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := newMetrics(reg, s.currentPool)
 
-	rc := cfg.Relay.relayConfig()
+	rc := cfg.Relay.toRelay()
 	rc.Handlers = handlers
 	rc.Logger = log
 	rc.Observer = m
 	// Validate the relay configuration before touching the database.
 	if err := rc.Validate(); err != nil {
-		fmt.Fprintf(o.Stderr, "%s relay: config: relay: %v\n", o.Name, err)
-		return ExitUsage
+		return relayError(err)
 	}
 
 	dash, err := cfg.UI.newDashboard(s, o.Getenv, log)
 	if err != nil {
-		fmt.Fprintf(o.Stderr, "%s relay: %v\n", o.Name, err)
-		return ExitUsage
+		return err
 	}
 
 	if cfg.Listen != "off" {
 		ln, err := net.Listen("tcp", cfg.Listen)
 		if err != nil {
-			fmt.Fprintf(o.Stderr, "%s relay: listen %s: %v\n", o.Name, cfg.Listen, err)
-			return ExitUsage
+			return usagef("listen %s: %w", cfg.Listen, err)
 		}
 		mux := s.mux(reg)
 		if dash != nil {
@@ -124,7 +115,7 @@ func runRelay(ctx context.Context, o *Options, args []string) int {
 	for ctx.Err() == nil {
 		err := s.session(ctx, poolCfg, rc, cfg.Migrate)
 		if err == nil {
-			return ExitOK
+			return nil
 		}
 		if ctx.Err() != nil {
 			break
@@ -139,7 +130,7 @@ func runRelay(ctx context.Context, o *Options, args []string) int {
 		}
 	}
 	log.Info("txoutbox: stopped before the relay could start")
-	return ExitOK
+	return nil
 }
 
 // server holds what the HTTP endpoints read.

@@ -21,10 +21,10 @@ import (
 	"github.com/txoutbox/txoutbox/schedule"
 )
 
-// ScheduleConfig declares a recurring entry in the configuration file: a
+// scheduleConfig declares a recurring entry in the configuration file: a
 // topic that a configured handler takes, when it fires, and the payload of
 // each period. See docs/schedules.md.
-type ScheduleConfig struct {
+type scheduleConfig struct {
 	// Name identifies the schedule; it prefixes every period's key.
 	// Required.
 	Name string `json:"name"`
@@ -74,7 +74,7 @@ func fileField(specField string) string {
 // the program's own (Options.Schedules), in one registry. A configured
 // schedule must name a topic that one of handlers takes. It returns nil
 // when there are no schedules.
-func loadSchedules(o *Options, cfg *FileConfig, handlers *relay.Handlers) (*schedule.Schedules, error) {
+func loadSchedules(o *Options, cfg *fileConfig, handlers *relay.Handlers) (*schedule.Schedules, error) {
 	set := schedule.NewSchedules()
 	topics := handlers.Topics()
 	for i, sc := range cfg.Schedules {
@@ -84,24 +84,24 @@ func loadSchedules(o *Options, cfg *FileConfig, handlers *relay.Handlers) (*sche
 			return nil, err
 		}
 		if sc.Topic == "" {
-			return nil, &ConfigError{Field: field + ".topic", Err: errors.New("required")}
+			return nil, configErr(field+".topic", "required")
 		}
 		if !containsString(topics, sc.Topic) {
-			return nil, &ConfigError{Field: field + ".topic", Err: fmt.Errorf("no handler configured here takes topic %q (handled: %s)", sc.Topic, strings.Join(topics, ", "))}
+			return nil, configErr(field+".topic", "no handler configured here takes topic %q (handled: %s)", sc.Topic, strings.Join(topics, ", "))
 		}
 		payload, err := compilePayload(sc.Payload)
 		if err != nil {
-			return nil, &ConfigError{Field: field + ".payload", Err: err}
+			return nil, configErr(field+".payload", "%v", err)
 		}
 		err = schedule.RegisterRaw(set, spec, sc.Topic, func(_ context.Context, p schedule.Period) (json.RawMessage, error) {
 			return payload.render(p)
 		})
 		var se *schedule.SpecError
 		if errors.As(err, &se) {
-			return nil, &ConfigError{Field: field + "." + fileField(se.Field), Err: err}
+			return nil, configErr(field+"."+fileField(se.Field), "%v", err)
 		}
 		if err != nil {
-			return nil, &ConfigError{Field: field, Err: err}
+			return nil, configErr(field, "%v", err)
 		}
 		// Render once now, so that a template that fails on execution
 		// (an unknown field, say) is a configuration error, not a failure
@@ -110,13 +110,13 @@ func loadSchedules(o *Options, cfg *FileConfig, handlers *relay.Handlers) (*sche
 		if err == nil && len(next) == 2 {
 			p := schedule.Period{Schedule: spec.Name, Time: next[1], Prev: next[0], Key: schedule.Key(spec.Name, next[1])}
 			if _, err := payload.render(p); err != nil {
-				return nil, &ConfigError{Field: field + ".payload", Err: err}
+				return nil, configErr(field+".payload", "%v", err)
 			}
 		}
 	}
 	if o.Schedules != nil {
 		if err := o.Schedules(set); err != nil {
-			return nil, &ConfigError{Field: "schedules (program)", Err: err}
+			return nil, configErr("schedules (program)", "%v", err)
 		}
 	}
 	if set.Len() == 0 {
@@ -136,16 +136,16 @@ func containsString(list []string, s string) bool {
 
 // spec turns the file's schedule into a schedule.Spec, naming the field of
 // each error.
-func (sc ScheduleConfig) spec(field string) (schedule.Spec, error) {
+func (sc scheduleConfig) spec(field string) (schedule.Spec, error) {
 	spec := schedule.Spec{Name: sc.Name, Cron: sc.Cron, Zone: sc.Zone, MaxCatchUp: sc.MaxCatchUp}
-	bad := func(name string, err error) error { return &ConfigError{Field: field + "." + name, Err: err} }
+	bad := func(name string, err error) error { return configErr(field+"."+name, "%v", err) }
 	var err error
 	if sc.Every != "" {
 		if spec.Every, err = time.ParseDuration(sc.Every); err != nil {
 			return spec, bad("every", err)
 		}
-		if spec.Every == 0 {
-			return spec, bad("every", errors.New("must be positive"))
+		if spec.Every <= 0 {
+			return spec, bad("every", fmt.Errorf("must be positive, got %s", spec.Every))
 		}
 	}
 	if sc.Anchor != "" {
@@ -352,18 +352,14 @@ func (s *server) startSchedules(ctx context.Context, pool *pgxpool.Pool, log *sl
 // after the queue table (a missing schedules table is a note), or, with
 // only set, the schedules alone (as JSON with asJSON; a missing table is a
 // failure).
-func printSchedules(ctx context.Context, o *Options, pool *pgxpool.Pool, asJSON, only bool) int {
+func printSchedules(ctx context.Context, o *Options, pool *pgxpool.Pool, asJSON, only bool) error {
 	list, err := schedule.List(ctx, pool)
 	if err != nil {
 		if errors.Is(err, schedule.ErrNotMigrated) && !only {
 			fmt.Fprintf(o.Stdout, "\nschedules: not available; run '%s migrate up' to add their table\n", o.Name)
-			return ExitOK
+			return nil
 		}
-		if errors.Is(err, schedule.ErrNotMigrated) {
-			fmt.Fprintf(o.Stderr, "%s: the schedules table is missing in this database: run '%s migrate up' (%v)\n", o.Name, o.Name, err)
-			return ExitFailure
-		}
-		return fail(o, err)
+		return err
 	}
 	if asJSON {
 		if list == nil {
@@ -375,7 +371,7 @@ func printSchedules(ctx context.Context, o *Options, pool *pgxpool.Pool, asJSON,
 		if only {
 			fmt.Fprintln(o.Stdout, "no schedules")
 		}
-		return ExitOK
+		return nil
 	}
 	if !only {
 		fmt.Fprintln(o.Stdout)
@@ -395,8 +391,7 @@ func printSchedules(ctx context.Context, o *Options, pool *pgxpool.Pool, asJSON,
 				next += " (overdue: no scheduler running it?)"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", st.Name, st.Topic, st.Timing, st.Zone, st.Missed, last, next)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(st.Name), cell(st.Topic), cell(st.Timing), cell(st.Zone), cell(st.Missed), last, next)
 	}
-	_ = tw.Flush()
-	return ExitOK
+	return tw.Flush()
 }

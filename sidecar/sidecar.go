@@ -12,9 +12,9 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/txoutbox/txoutbox/internal/bench"
 	"github.com/txoutbox/txoutbox/relay"
 	"github.com/txoutbox/txoutbox/schedule"
+	"github.com/txoutbox/txoutbox/sidecar/internal/bench"
 )
 
 // Exit codes of Main.
@@ -30,9 +30,13 @@ type Kind struct {
 	// Name is the value of "kind" in the configuration file.
 	Name string
 	// Register decodes the kind's settings (the handler's "config" object;
-	// use DecodeStrict to refuse unknown fields), reads secrets through
-	// getenv, and registers the handler on h with opts. Errors should name
-	// the offending field; they make the command exit with ExitUsage.
+	// use DecodeStrict, which refuses unknown fields), reads secrets
+	// through getenv, and registers the handler on h with opts. An error
+	// makes the command exit with ExitUsage. Return a *ConfigError whose
+	// Field is the setting's path inside "config" ("max_bytes",
+	// "endpoints.crm.url", as DecodeStrict's errors do): the message then
+	// names it in full, "handlers[2].config.max_bytes"; other errors are
+	// reported for the whole "config".
 	Register func(h *relay.Handlers, raw json.RawMessage, getenv func(string) string, opts ...relay.HandlerOption) error
 }
 
@@ -75,11 +79,12 @@ func (o *Options) defaults() {
 	}
 }
 
-// command is one subcommand.
+// command is one subcommand. run returns nil on success; Main reports an
+// error and chooses the exit code (exitCode).
 type command struct {
 	name    string
 	summary string
-	run     func(ctx context.Context, o *Options, args []string) int
+	run     func(ctx context.Context, o *Options, args []string) error
 }
 
 func commands() []command {
@@ -103,8 +108,10 @@ func hiddenCommands() []command {
 }
 
 // Main runs the command line in args (without the program name) and
-// returns the exit code: ExitOK, ExitFailure or ExitUsage. Cancel ctx to
-// stop a running relay gracefully. It never calls os.Exit.
+// returns the exit code: ExitOK, ExitFailure or ExitUsage. A command that
+// fails prints one message, "<name> <command>: <what went wrong>", on
+// Options.Stderr. Cancel ctx to stop a running relay gracefully. It never
+// calls os.Exit.
 func Main(ctx context.Context, args []string, opts Options) int {
 	opts.defaults()
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
@@ -116,7 +123,7 @@ func Main(ctx context.Context, args []string, opts Options) int {
 	}
 	for _, c := range append(commands(), hiddenCommands()...) {
 		if c.name == args[0] {
-			return c.run(ctx, &opts, args[1:])
+			return exitCode(&opts, c.name, c.run(ctx, &opts, args[1:]))
 		}
 	}
 	fmt.Fprintf(opts.Stderr, "%s: unknown command %q\n\n", opts.Name, args[0])
@@ -151,30 +158,36 @@ func newFlags(o *Options, name, synopsis string, examples ...string) *flag.FlagS
 	return fs
 }
 
-// parse parses flags; it returns the exit code to use when parsing ended
-// the command (help or a bad flag).
-func parse(fs *flag.FlagSet, args []string) (int, bool) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return ExitOK, true
-		}
-		return ExitUsage, true
+// parse parses flags. Asked for help, it prints the usage and returns
+// flag.ErrHelp (Main exits ExitOK); a bad flag is a usage error whose
+// message Main prints, followed by the usage.
+func parse(fs *flag.FlagSet, args []string) error {
+	out := fs.Output()
+	fs.SetOutput(io.Discard) // the flag package would print the error and usage itself
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, flag.ErrHelp):
+		fs.Usage()
+		return flag.ErrHelp
 	}
-	return 0, false
+	return &usageError{err: err, usage: fs.Usage}
 }
 
-func runVersion(_ context.Context, o *Options, args []string) int {
+func runVersion(_ context.Context, o *Options, args []string) error {
 	fs := newFlags(o, "version", "version")
-	if code, done := parse(fs, args); done {
-		return code
+	if err := parse(fs, args); err != nil {
+		return err
 	}
 	fmt.Fprintf(o.Stdout, "%s %s\n", o.Name, o.Version)
-	return ExitOK
+	return nil
 }
 
 // buildHandlers registers the configured kinds and the program's own
-// handlers.
-func buildHandlers(o *Options, cfg *FileConfig) (*relay.Handlers, error) {
+// handlers. Errors are *ConfigError values naming the handler's field.
+func buildHandlers(o *Options, cfg *fileConfig) (*relay.Handlers, error) {
 	h := relay.NewHandlers()
 	kinds := map[string]Kind{}
 	for _, k := range o.Kinds {
@@ -189,27 +202,40 @@ func buildHandlers(o *Options, cfg *FileConfig) (*relay.Handlers, error) {
 				names = append(names, n)
 			}
 			sort.Strings(names)
-			return nil, &ConfigError{Field: field + ".kind", Err: fmt.Errorf("unknown handler kind %q (known: %s)", hc.Kind, strings.Join(names, ", "))}
+			return nil, configErr(field+".kind", "unknown handler kind %q (known: %s)", hc.Kind, strings.Join(names, ", "))
 		}
-		opts := hc.HandlerOptions()
 		raw := hc.Config
 		if len(raw) == 0 {
 			raw = json.RawMessage("{}")
 		}
-		if err := k.Register(h, raw, o.Getenv, opts...); err != nil {
-			return nil, &ConfigError{Field: field + ".config", Err: err}
+		if err := k.Register(h, raw, o.Getenv, hc.handlerOptions()...); err != nil {
+			return nil, kindError(field+".config", err)
 		}
 	}
 	if o.Handlers != nil {
 		if err := o.Handlers(h); err != nil {
-			return nil, &ConfigError{Field: "handlers (program)", Err: err}
+			return nil, configErr("handlers (program)", "%v", err)
 		}
 	}
 	return h, nil
 }
 
+// kindError reports an error of a kind's Register under the handler's
+// config field: a *ConfigError's field inside it (handlers[2].config +
+// max_bytes), anything else as the whole config's.
+func kindError(field string, err error) error {
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		return configErr(field, "%v", err)
+	}
+	if ce.Field != "" {
+		field += "." + ce.Field
+	}
+	return configErr(field, "%s", ce.Reason)
+}
+
 // newLogger builds the logger the configuration asks for.
-func newLogger(w io.Writer, lc LogConfig) *slog.Logger {
+func newLogger(w io.Writer, lc logConfig) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(lc.Level))
 	opts := &slog.HandlerOptions{Level: level}

@@ -3,7 +3,6 @@ package sidecar
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -17,12 +16,12 @@ import (
 // UIPath is where the relay serves the operator dashboard when enabled.
 const UIPath = "/ui/"
 
-// UIConfig configures the operator dashboard (package dashboard) that
+// uiConfig configures the operator dashboard (package dashboard) that
 // `txoutbox relay` serves under /ui/ on its listen address. It is off
 // unless enabled, and then requires credentials: an HTTP Basic user with
 // a password, a bearer token, or both (either is accepted). Secrets are
 // read from the environment variables named here, never from the file.
-type UIConfig struct {
+type uiConfig struct {
 	// Enabled serves the dashboard under /ui/.
 	Enabled bool `json:"enabled"`
 	// Username is the HTTP Basic user; PasswordEnv names the variable that
@@ -32,8 +31,9 @@ type UIConfig struct {
 	// TokenEnv names the variable holding a bearer token, for a proxy that
 	// adds "Authorization: Bearer …" or for scripts.
 	TokenEnv string `json:"token_env"`
-	// Window is the period of throughput and failure rate (default 15m);
-	// Refresh how often pages reload (default 10s).
+	// Window is the period of throughput and failure rate (default 15m,
+	// 1m–24h); Refresh how often pages reload (default 10s, at least 1s;
+	// negative turns it off).
 	Window  Duration `json:"window"`
 	Refresh Duration `json:"refresh"`
 	// TrustedOrigins are origins allowed to post actions besides the
@@ -42,37 +42,40 @@ type UIConfig struct {
 }
 
 // validate checks the section without reading the environment.
-func (c UIConfig) validate(listen string) error {
+func (c uiConfig) validate(listen string) error {
+	if c.Window < 0 {
+		return configErr("ui.window", "negative (%s)", c.Window.D())
+	}
 	if !c.Enabled {
 		return nil
 	}
 	switch {
 	case c.Username == "" && c.PasswordEnv == "" && c.TokenEnv == "":
-		return &ConfigError{Field: "ui", Err: errors.New("the dashboard needs credentials: set username and password_env, or token_env")}
+		return configErr("ui", "the dashboard needs credentials: set username and password_env, or token_env")
 	case c.Username != "" && c.PasswordEnv == "":
-		return &ConfigError{Field: "ui.password_env", Err: errors.New("missing: name the environment variable that holds the password")}
+		return configErr("ui.password_env", "missing: name the environment variable that holds the password")
 	case c.Username == "" && c.PasswordEnv != "":
-		return &ConfigError{Field: "ui.username", Err: errors.New("missing: password_env needs a username")}
+		return configErr("ui.username", "missing: password_env needs a username")
 	case listen == "off":
-		return &ConfigError{Field: "ui.enabled", Err: errors.New(`the dashboard is served on the listen address, which is "off"`)}
+		return configErr("ui.enabled", `the dashboard is served on the listen address, which is "off"`)
 	}
 	return nil
 }
 
 // auth reads the secrets and returns the dashboard's Auth.
-func (c UIConfig) auth(getenv func(string) string) (dashboard.Auth, error) {
+func (c uiConfig) auth(getenv func(string) string) (dashboard.Auth, error) {
 	var auths []dashboard.Auth
 	if c.Username != "" {
 		pw := getenv(c.PasswordEnv)
 		if pw == "" {
-			return nil, &ConfigError{Field: "ui.password_env", Err: fmt.Errorf("environment variable %s is not set", c.PasswordEnv)}
+			return nil, configErr("ui.password_env", "environment variable %s is not set", c.PasswordEnv)
 		}
 		auths = append(auths, dashboard.BasicAuth(c.Username, pw))
 	}
 	if c.TokenEnv != "" {
 		tok := getenv(c.TokenEnv)
 		if tok == "" {
-			return nil, &ConfigError{Field: "ui.token_env", Err: fmt.Errorf("environment variable %s is not set", c.TokenEnv)}
+			return nil, configErr("ui.token_env", "environment variable %s is not set", c.TokenEnv)
 		}
 		auths = append(auths, dashboard.BearerToken(tok))
 	}
@@ -84,7 +87,7 @@ func (c UIConfig) auth(getenv func(string) string) (dashboard.Auth, error) {
 
 // newDashboard builds the dashboard over the server's current pool; it
 // returns nil when the dashboard is not enabled.
-func (c UIConfig) newDashboard(s *server, getenv func(string) string, log *slog.Logger) (http.Handler, error) {
+func (c uiConfig) newDashboard(s *server, getenv func(string) string, log *slog.Logger) (http.Handler, error) {
 	if !c.Enabled {
 		return nil, nil
 	}
@@ -100,7 +103,7 @@ func (c UIConfig) newDashboard(s *server, getenv func(string) string, log *slog.
 		Logger:         log,
 	})
 	if err != nil {
-		return nil, &ConfigError{Field: "ui", Err: err}
+		return nil, configErr("ui", "%v", err)
 	}
 	return http.StripPrefix(UIPath[:len(UIPath)-1], d), nil
 }

@@ -43,7 +43,7 @@ func TestUIConfigErrorsExitTwo(t *testing.T) {
 			Getenv:   func(k string) string { return env[k] },
 			Handlers: recordHandler,
 		})
-		if code != sidecar.ExitUsage || !strings.Contains(errOut.String(), "config: "+tc.field+":") {
+		if code != sidecar.ExitUsage || !strings.Contains(errOut.String(), "invalid config "+tc.field+":") {
 			t.Errorf("%s: exit %d, stderr %q; want 2 naming %s", tc.config, code, errOut.String(), tc.field)
 		}
 	}

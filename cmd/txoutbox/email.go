@@ -40,31 +40,39 @@ func registerEmail(h *relay.Handlers, raw json.RawMessage, getenv func(string) s
 	if err := sidecar.DecodeStrict(raw, &c); err != nil {
 		return err
 	}
+	// Out-of-range numbers are refused here, with the file's names;
+	// email.Register would refuse them too, with its own.
+	if c.Port < 0 || c.Port > 65535 {
+		return &sidecar.ConfigError{Field: "port", Reason: fmt.Sprintf("%d is not a TCP port (0 for the default)", c.Port)}
+	}
+	if c.Timeout < 0 {
+		return &sidecar.ConfigError{Field: "timeout", Reason: fmt.Sprintf("negative (%s)", c.Timeout.D())}
+	}
 	cfg := email.Config{
 		Host: c.Host, Port: c.Port, Username: c.Username, From: c.From, HeloName: c.HeloName,
 		Timeout: time.Duration(c.Timeout), MessageIDDomain: c.MessageIDDomain,
 	}
 	if c.TLS != "" {
 		if err := cfg.TLS.UnmarshalText([]byte(c.TLS)); err != nil {
-			return fmt.Errorf("tls: %w", err)
+			return &sidecar.ConfigError{Field: "tls", Reason: err.Error()}
 		}
 	}
 	auth, ok := authNames[strings.ToLower(c.Auth)]
 	if !ok {
-		return fmt.Errorf("auth: unknown mechanism %q", c.Auth)
+		return &sidecar.ConfigError{Field: "auth", Reason: fmt.Sprintf("unknown mechanism %q", c.Auth)}
 	}
 	cfg.Auth = auth
 	if c.PasswordEnv != "" {
 		cfg.Password = getenv(c.PasswordEnv)
 		if cfg.Password == "" {
-			return fmt.Errorf("password_env: environment variable %s is not set", c.PasswordEnv)
+			return &sidecar.ConfigError{Field: "password_env", Reason: fmt.Sprintf("environment variable %s is not set", c.PasswordEnv)}
 		}
 	}
 	if c.TemplatesDir == "" {
-		return fmt.Errorf("templates_dir: required (a directory of name.subject.tmpl, name.txt.tmpl, name.html.tmpl files)")
+		return &sidecar.ConfigError{Field: "templates_dir", Reason: "required (a directory of name.subject.tmpl, name.txt.tmpl, name.html.tmpl files)"}
 	}
 	if st, err := os.Stat(c.TemplatesDir); err != nil || !st.IsDir() {
-		return fmt.Errorf("templates_dir: %q is not a readable directory", c.TemplatesDir)
+		return &sidecar.ConfigError{Field: "templates_dir", Reason: fmt.Sprintf("%q is not a readable directory", c.TemplatesDir)}
 	}
 	cfg.TemplateFS = os.DirFS(c.TemplatesDir)
 	return email.Register(h, cfg, opts...)

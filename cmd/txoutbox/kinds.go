@@ -25,8 +25,8 @@ type pdfConfig struct {
 	Dir string `json:"dir"`
 	// Prefix is the sub-directory of each object name (default: the topic).
 	Prefix string `json:"prefix"`
-	// MaxBytes bounds one rendered document (default, or 0: 32 MiB;
-	// negative is an error).
+	// MaxBytes bounds one rendered document (default 32 MiB; 0 keeps the
+	// default, a negative value is an error).
 	MaxBytes int64 `json:"max_bytes"`
 }
 
@@ -36,14 +36,32 @@ func registerPDF(h *relay.Handlers, raw json.RawMessage, _ func(string) string, 
 		return err
 	}
 	if c.Dir == "" {
-		return errors.New("dir: required (the directory documents are written to)")
+		return &sidecar.ConfigError{Field: "dir", Reason: "required (the directory documents are written to)"}
 	}
 	// Every value goes to pdf.New, which refuses what is invalid (a
-	// negative max_bytes, a bad prefix) with a *pdf.ConfigError.
-	return pdf.Register(h, pdf.Config[pdf.Invoice]{
+	// negative max_bytes, a bad prefix) with a *pdf.ConfigError; it is
+	// reported under the file's name for the field.
+	err := pdf.Register(h, pdf.Config[pdf.Invoice]{
 		Store:    pdf.DirStore{Dir: c.Dir},
 		Renderer: pdf.InvoiceRenderer{},
 		Prefix:   c.Prefix,
 		MaxBytes: c.MaxBytes,
 	}, opts...)
+	if ce, ok := errors.AsType[*pdf.ConfigError](err); ok {
+		return &sidecar.ConfigError{Field: pdfField(ce.Field), Reason: ce.Reason}
+	}
+	return err
+}
+
+// pdfField names a pdf.Config field as the file spells it.
+func pdfField(name string) string {
+	switch name {
+	case "Store":
+		return "dir"
+	case "Prefix":
+		return "prefix"
+	case "MaxBytes":
+		return "max_bytes"
+	}
+	return name
 }

@@ -64,22 +64,59 @@ func writeFile(t *testing.T, body string) string {
 	return p
 }
 
+// testSecret is a valid webhook signing secret.
+const testSecret = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+
 // Configuration errors exit 2 with a message naming the field, before the
 // database is touched.
 func TestConfigErrorsExitTwo(t *testing.T) {
 	t.Parallel()
-	env := []string{"DATABASE_URL=postgres://127.0.0.1:1/none"}
+	env := []string{"DATABASE_URL=postgres://127.0.0.1:1/none", "CRM_SECRET=" + testSecret, "CRM_TOKEN=t0ken", "EMPTY_VAR="}
+	pdf := `{"kind": "pdf", "config": {"dir": "/tmp"}}`
+	webhookWith := func(settings, endpoint string) string {
+		return `{"kind": "webhook", "config": {` + settings + `"endpoints": {"crm": {"url": "https://crm.example.com/hooks", "secrets_env": ["CRM_SECRET"]` + endpoint + `}}}}`
+	}
+	emailWith := func(settings string) string {
+		return `{"kind": "email", "config": {"host": "smtp.example.com", "from": "shop@example.com", ` + settings + `"templates_dir": "/tmp"}}`
+	}
 	for _, tc := range []struct {
 		name, config, want string
 	}{
 		{"unknown kind", `{"handlers": [{"kind": "fax"}]}`, `handlers[0].kind: unknown handler kind "fax"`},
 		{"unknown field", `{"relay": {"pol_interval": "1s"}}`, `pol_interval`},
 		{"bad duration", `{"relay": {"poll_interval": "soon"}}`, `relay.poll_interval`},
-		{"missing kind setting", `{"handlers": [{"kind": "pdf", "config": {}}]}`, `handlers[0].config: dir: required`},
-		{"unknown kind setting", `{"handlers": [{"kind": "pdf", "config": {"dir": "/tmp", "colour": "red"}}]}`, `colour`},
-		{"invalid kind setting", `{"handlers": [{"kind": "pdf", "config": {"dir": "/tmp", "max_bytes": -1}}]}`, `handlers[0].config: pdf: invalid config MaxBytes`},
-		{"invalid relay value", `{"handlers": [{"kind": "pdf", "config": {"dir": "/tmp"}}], "relay": {"lease_duration": "1ms"}}`, `LeaseDuration`},
+		{"missing kind setting", `{"handlers": [{"kind": "pdf", "config": {}}]}`, `handlers[0].config.dir: required`},
+		{"unknown kind setting", `{"handlers": [{"kind": "pdf", "config": {"dir": "/tmp", "colour": "red"}}]}`, `handlers[0].config.colour`},
+		{"bad kind duration", `{"handlers": [` + webhookWith(`"timeout": "soon", `, "") + `]}`, `handlers[0].config.timeout`},
+		{"invalid relay value", `{"handlers": [` + pdf + `], "relay": {"lease_duration": "1ms"}}`, `relay.lease_duration`},
+		{"negative relay duration", `{"handlers": [` + pdf + `], "relay": {"poll_interval": "-1s"}}`, `relay.poll_interval`},
+		{"negative relay number", `{"handlers": [` + pdf + `], "relay": {"claim_batch_size": -1}}`, `relay.claim_batch_size`},
+		{"negative workers", `{"handlers": [` + pdf + `], "relay": {"queues": {"default": {"max_workers": -1}}}}`, `relay.queues.default.max_workers`},
 		{"bad log format", `{"log": {"format": "xml"}}`, `log.format`},
+
+		// Negative values are errors naming the field, never defaults.
+		{"negative handler timeout", `{"handlers": [{"kind": "pdf", "timeout": "-1s", "config": {"dir": "/tmp"}}]}`, `handlers[0].timeout`},
+		{"negative pdf max_bytes", `{"handlers": [` + webhookWith("", "") + `, {"kind": "pdf", "config": {"dir": "/tmp", "max_bytes": -1}}]}`, `handlers[1].config.max_bytes`},
+		{"negative webhook timeout", `{"handlers": [` + webhookWith(`"timeout": "-1s", `, "") + `]}`, `handlers[0].config.timeout`},
+		{"negative webhook max_response_bytes", `{"handlers": [` + webhookWith(`"max_response_bytes": -1, `, "") + `]}`, `handlers[0].config.max_response_bytes`},
+		{"negative webhook max_retry_after", `{"handlers": [` + webhookWith(`"max_retry_after": "-1h", `, "") + `]}`, `handlers[0].config.max_retry_after`},
+		{"negative email port", `{"handlers": [` + emailWith(`"port": -1, `) + `]}`, `handlers[0].config.port`},
+		{"email port out of range", `{"handlers": [` + emailWith(`"port": 70000, `) + `]}`, `handlers[0].config.port`},
+		{"negative email timeout", `{"handlers": [` + emailWith(`"timeout": "-5s", `) + `]}`, `handlers[0].config.timeout`},
+
+		// Header values from the environment.
+		{"header variable not set", `{"handlers": [` + webhookWith("", `, "headers_env": {"X-Api-Key": "NO_SUCH_VAR"}`) + `]}`,
+			`handlers[0].config.endpoints.crm.headers_env.X-Api-Key: environment variable NO_SUCH_VAR is not set`},
+		{"header variable empty", `{"handlers": [` + webhookWith("", `, "headers_env": {"X-Api-Key": "EMPTY_VAR"}`) + `]}`,
+			`handlers[0].config.endpoints.crm.headers_env.X-Api-Key`},
+		{"header variable unnamed", `{"handlers": [` + webhookWith("", `, "headers_env": {"X-Api-Key": ""}`) + `]}`,
+			`handlers[0].config.endpoints.crm.headers_env.X-Api-Key`},
+		{"header set both ways", `{"handlers": [` + webhookWith("", `, "headers": {"x-api-key": "k"}, "headers_env": {"X-Api-Key": "CRM_TOKEN"}`) + `]}`,
+			`handlers[0].config.endpoints.crm.headers_env.X-Api-Key`},
+		{"header set twice from the environment", `{"handlers": [` + webhookWith("", `, "headers_env": {"X-Api-Key": "CRM_TOKEN", "x-api-key": "CRM_TOKEN"}`) + `]}`,
+			`handlers[0].config.endpoints.crm.headers_env.x-api-key: header x-api-key is also set as headers_env.X-Api-Key`},
+		{"ad hoc header variable not set", `{"handlers": [{"kind": "webhook", "config": {"ad_hoc": {"secrets_env": ["CRM_SECRET"], "headers_env": {"X-Api-Key": "NO_SUCH_VAR"}}}}]}`,
+			`handlers[0].config.ad_hoc.headers_env.X-Api-Key`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -19,7 +19,8 @@ import (
 )
 
 // Rows inserted with plain SQL, as a Rails or Django app would, are
-// delivered by the binary to a webhook receiver, signed, each once.
+// delivered by the binary to a webhook receiver, signed, each once, with
+// the endpoint's headers: one from the file, one from the environment.
 func TestBinaryDeliversPlainSQLRowsAsSignedWebhooks(t *testing.T) {
 	t.Parallel()
 	db := newDB(t)
@@ -32,6 +33,13 @@ func TestBinaryDeliversPlainSQLRowsAsSignedWebhooks(t *testing.T) {
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		id, ts := r.Header.Get("webhook-id"), r.Header.Get("webhook-timestamp")
+		if r.Header.Get("X-Tenant") != "shop" || r.Header.Get("X-Api-Key") != "k3y-from-env" {
+			mu.Lock()
+			bad = append(bad, id+": headers "+fmt.Sprint(r.Header))
+			mu.Unlock()
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
 		mac := hmac.New(sha256.New, key)
 		fmt.Fprintf(mac, "%s.%s.%s", id, ts, body)
 		want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
@@ -50,11 +58,12 @@ func TestBinaryDeliversPlainSQLRowsAsSignedWebhooks(t *testing.T) {
 	config := writeFile(t, `{"log": {"format": "text"}, "relay": {"poll_interval": "50ms"},
 		"handlers": [{"kind": "webhook", "config": {
 			"allow_private_networks": true,
-			"endpoints": {"crm": {"url": "`+receiver.URL+`/hooks", "secrets_env": ["CRM_SECRET"]}}}}]}`)
+			"endpoints": {"crm": {"url": "`+receiver.URL+`/hooks", "secrets_env": ["CRM_SECRET"],
+				"headers": {"X-Tenant": "shop"}, "headers_env": {"X-Api-Key": "CRM_API_KEY"}}}}}]}`)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, "relay", "--config", config, "--listen", "off")
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+db.URL, "CRM_SECRET="+secret)
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+db.URL, "CRM_SECRET="+secret, "CRM_API_KEY=k3y-from-env")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

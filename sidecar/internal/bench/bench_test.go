@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/txoutbox/txoutbox/internal/bench"
 	"github.com/txoutbox/txoutbox/outbox"
 	"github.com/txoutbox/txoutbox/outbox/outboxtest"
 	"github.com/txoutbox/txoutbox/relay"
+	"github.com/txoutbox/txoutbox/sidecar/internal/bench"
 )
 
 func TestMain(m *testing.M) { outboxtest.Main(m) }

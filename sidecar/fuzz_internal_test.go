@@ -1,17 +1,16 @@
-package sidecar_test
+package sidecar
 
 import (
 	"errors"
 	"os"
 	"path/filepath"
 	"testing"
-
-	"github.com/txoutbox/txoutbox/sidecar"
 )
 
 // FuzzLoadConfig feeds arbitrary bytes as the sidecar's configuration file.
 // It must never panic; what it refuses must be a *ConfigError, and what it
-// accepts must have its defaults filled in.
+// accepts must have its defaults filled in and no negative value where
+// one has no meaning.
 func FuzzLoadConfig(f *testing.F) {
 	for _, seed := range []string{
 		`{}`,
@@ -19,9 +18,12 @@ func FuzzLoadConfig(f *testing.F) {
 		`{"relay": {"poll_interval": "50ms", "queues": {"default": {"max_workers": 8}}}}`,
 		`{"relay": {"poll_interval": 5}}`,
 		`{"relay": {"poll_interval": "soon"}}`,
+		`{"relay": {"queues": {"default": {"max_workers": -1}}}}`,
 		`{"handlers": [{"kind": "webhook", "timeout": "2s", "config": {"endpoints": {}}}]}`,
+		`{"handlers": [{"kind": "webhook", "timeout": "-2s"}]}`,
 		`{"handlers": [{}]}`,
 		`{"handlers": [{"kind": "webhook", "outcome_before_next": true}, {"kind": "pdf", "outcome_before_next": "yes"}]}`,
+		`{"schedules": [{"name": "d", "every": "1h", "priority": "high"}]}`,
 		`{"unknown": true}`,
 		`{"log": {"format": "xml"}}`,
 		`[]`,
@@ -36,10 +38,10 @@ func FuzzLoadConfig(f *testing.F) {
 		if err := os.WriteFile(path, raw, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		cfg, err := sidecar.LoadConfig(path)
+		cfg, err := loadConfig(path)
 		if err != nil {
-			var ce *sidecar.ConfigError
-			if !errors.As(err, &ce) {
+			var ce *ConfigError
+			if !errors.As(err, &ce) || !errors.Is(err, ErrInvalidConfig) {
 				t.Fatalf("untyped error %T: %v", err, err)
 			}
 			return
@@ -50,6 +52,14 @@ func FuzzLoadConfig(f *testing.F) {
 		for i, h := range cfg.Handlers {
 			if h.Kind == "" {
 				t.Fatalf("accepted handler %d without a kind", i)
+			}
+			if h.Timeout < 0 {
+				t.Fatalf("accepted handler %d with a negative timeout", i)
+			}
+		}
+		for name, q := range cfg.Relay.Queues {
+			if q.MaxWorkers < 0 {
+				t.Fatalf("accepted queue %q with negative max_workers", name)
 			}
 		}
 	})

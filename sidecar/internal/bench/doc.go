@@ -1,7 +1,8 @@
 // Package bench runs the scenarios of `txoutbox bench`: end-to-end
 // measurements of the producer, the relay and the relay's SQL against a
 // real PostgreSQL database. The sidecar package wires it to the command
-// line; it has no other users.
+// line; it has no other users, and lives under sidecar/internal so that
+// only the sidecar can import it.
 //
 // # Scenarios
 //
