@@ -7,6 +7,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/txoutbox/txoutbox/outbox"
 	"github.com/txoutbox/txoutbox/outbox/outboxtest"
@@ -153,5 +157,68 @@ func TestOversizedRowsAreDeadLetteredWithoutStallingTheQueue(t *testing.T) {
 	}
 	if ran.Load() != 1 {
 		t.Errorf("the handler ran %d times; want once (the valid entry)", ran.Load())
+	}
+}
+
+// Transactional handlers hold a pool connection each for as long as they
+// run. With more of them than the pool has connections to spare, the relay
+// runs only as many at once as leave a connection for its claims, outcome
+// writes and lease renewals: the leases of the running and waiting entries
+// keep being renewed, and none is lost, however long the handlers take.
+func TestTransactionalHandlersLeaveConnectionsForRenewals(t *testing.T) {
+	t.Parallel()
+	db := outboxtest.New(t)
+	ctx := context.Background()
+	pcfg, err := pgxpool.ParseConfig(db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcfg.MaxConns = 4 // one queue: room for two transactional handlers
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+
+	release := make(chan struct{})
+	ev := newEvents()
+	h := relay.NewHandlers()
+	relay.HandleTx(h, func(ctx context.Context, tx pgx.Tx, e *relay.Entry[ping]) error {
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	})
+	cfg := fastConfig(h, ev)
+	cfg.LeaseDuration = 600 * time.Millisecond
+	cfg.HeartbeatInterval = 200 * time.Millisecond
+	startRelay(t, pool, cfg)
+	var ids []int64
+	for i := range 6 {
+		ids = append(ids, enqueue(t, db.Pool, ping{N: i}))
+	}
+	waitUntil(t, "every entry claimed", func() bool {
+		return scalar[int64](t, db.Pool, `SELECT count(*) FROM outbox_entries WHERE state = 'running'`) == 6
+	})
+	first := scalar[time.Time](t, db.Pool, `SELECT max(lease_until) FROM outbox_entries`)
+	// Renewed past the lease they were claimed with, twice over.
+	waitUntil(t, "every lease renewed", func() bool {
+		if n := ev.count(relay.EventLeaseLost); n > 0 {
+			t.Fatalf("%d leases lost while the handlers held the pool", n)
+		}
+		return scalar[bool](t, db.Pool, `SELECT coalesce(bool_and(lease_until > $1::timestamptz + interval '1200 milliseconds'), false)
+			FROM outbox_entries WHERE state = 'running'`, first)
+	})
+	close(release)
+	for _, id := range ids {
+		ev.wait(t, entryKind(id, relay.EventDone))
+		if e := getEntry(t, db.Pool, id); e.Attempt != 1 {
+			t.Errorf("entry %d done on attempt %d; want 1", id, e.Attempt)
+		}
+	}
+	if n := ev.count(relay.EventLeaseLost); n != 0 {
+		t.Errorf("%d leases lost", n)
 	}
 }

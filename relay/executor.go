@@ -152,6 +152,14 @@ var errSkipped = errors.New("already processed")
 // errSkipped); otherwise err says why nothing was committed.
 func (r *Relay) runTx(ctx context.Context, h *handler, run *attemptRun, le *leaseEntry, dedupe bool) (finished bool, err error) {
 	c := run.claimed
+	// A connection of the pool for the whole handler, taken only while one
+	// is left over for the relay's own statements (txSlotsFor).
+	select {
+	case r.txSlots <- struct{}{}:
+		defer func() { <-r.txSlots }()
+	case <-ctx.Done():
+		return false, context.Cause(ctx)
+	}
 	tx, err := r.pool.Begin(ctx)
 	if err != nil {
 		return false, fmt.Errorf("begin: %w", err)

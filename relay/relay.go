@@ -31,6 +31,13 @@ type Relay struct {
 	queues map[string]*queue
 	// probeKeys: some handler uses processed keys, so claims look them up.
 	probeKeys bool
+	// txSlots bounds the transactional handlers running at once, so that
+	// they never take the pool's last connections: claims, outcome writes
+	// and lease renewals always find one (txSlotsFor).
+	txSlots chan struct{}
+	// workersTx is how many transactional handlers the queues could run
+	// at once, for the warning when txSlots is smaller.
+	workersTx int
 
 	running  atomic.Bool
 	stopping atomic.Bool // Run's context ended: hand back entries not started
@@ -107,7 +114,10 @@ func (q *queue) signal(ch chan struct{}) {
 // a few connections more than the relay uses at once: one per queue's claim
 // loop, one for outcome writes and renewals, two for maintenance (one while
 // it vacuums), and one per transactional handler running; LISTEN uses its
-// own connection.
+// own connection. A relay never lets transactional handlers take the
+// connections its own statements need: it runs at most MaxConns minus
+// (queues + 2) of them at once (at least one), and Run logs a warning when
+// that is fewer than its queues' workers.
 func New(pool *pgxpool.Pool, cfg Config) (*Relay, error) {
 	if pool == nil {
 		return nil, configErr("pool", "nil *pgxpool.Pool")
@@ -123,9 +133,17 @@ func New(pool *pgxpool.Pool, cfg Config) (*Relay, error) {
 		topics: c.Handlers.Topics(),
 		queues: make(map[string]*queue, len(c.Queues)),
 	}
+	hasTx := false
 	for _, h := range c.Handlers.byTopic {
 		r.probeKeys = r.probeKeys || !h.opts.noDedupe
+		hasTx = hasTx || h.tx
 	}
+	if hasTx {
+		for _, qc := range c.Queues {
+			r.workersTx += qc.MaxWorkers
+		}
+	}
+	r.txSlots = make(chan struct{}, txSlotsFor(int(pool.Config().MaxConns), len(c.Queues)))
 	for name, qc := range c.Queues {
 		prefetch := min(c.ClaimBatchSize, qc.MaxWorkers)
 		r.queues[name] = &queue{
@@ -266,6 +284,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	go r.completerLoop(stopCompleter)
 
 	r.log.Info("txoutbox: relay started", "topics", r.topics, "queues", r.cfg.queueNames())
+	if slots := cap(r.txSlots); r.workersTx > slots {
+		r.log.Warn("txoutbox: the pool is too small to run every transactional handler the queues allow at once; raise its MaxConns (pool_max_conns)",
+			"pool_max_conns", r.pool.Config().MaxConns, "transactional_handlers_at_once", slots, "workers", r.workersTx)
+	}
 	<-ctx.Done()
 	r.stopping.Store(true)
 	r.log.Info("txoutbox: relay stopping", "shutdown_timeout", r.cfg.ShutdownTimeout)
@@ -389,6 +411,14 @@ func (r *Relay) claimLoop(ctx context.Context, q *queue) {
 		}
 		recheck.Stop()
 	}
+}
+
+// txSlotsFor is how many transactional handlers may hold a connection of a
+// pool of maxConns at once: the rest is kept for the relay's own
+// statements, one per claim loop, one for outcome writes and renewals and
+// one for maintenance. At least one, however small the pool.
+func txSlotsFor(maxConns, queues int) int {
+	return max(1, maxConns-queues-2)
 }
 
 // quietRecheckMax is the longest pause between two checks for producers

@@ -49,10 +49,11 @@ func init() {
 		Handlers: func(h *relay.Handlers) error {
 			relay.HandleTx(h, func(ctx context.Context, tx pgx.Tx, e *relay.Entry[Record]) error {
 				if e.Payload.SleepMS > 0 {
-					select {
-					case <-time.After(time.Duration(e.Payload.SleepMS) * time.Millisecond):
-					case <-ctx.Done():
-						return ctx.Err()
+					// In the database, so that tests can see which
+					// handlers are running (pg_stat_activity); a
+					// cancelled context cancels it.
+					if _, err := tx.Exec(ctx, `SELECT pg_sleep($1::float8 / 1000) /* test.record handler */`, e.Payload.SleepMS); err != nil {
+						return err
 					}
 				}
 				_, err := tx.Exec(ctx, `INSERT INTO effects (entry_id, note) VALUES ($1, $2)`, e.ID, e.Payload.Note)
@@ -181,14 +182,21 @@ func TestSidecarDrainsOnSIGTERM(t *testing.T) {
 	createEffects(t, db.Pool)
 	items := make([]outbox.Item, 5)
 	for i := range items {
-		items[i] = outbox.NewItem(Record{Note: fmt.Sprint(i), SleepMS: 700})
+		items[i] = outbox.NewItem(Record{Note: fmt.Sprint(i), SleepMS: 3000})
 	}
 	if _, err := outbox.EnqueueBatch(ctx, db.Pool, items); err != nil {
 		t.Fatal(err)
 	}
-	p := startSidecar(t, []string{"DATABASE_URL=" + db.URL}, "relay", "--config", writeConfig(t, fastRelay), "--listen", "off")
-	poll(t, "all five running", func() bool {
-		return count(t, db.Pool, `SELECT count(*) FROM outbox_entries WHERE state = 'running'`) == 5
+	// Five transactional handlers at once need a pool of at least 1 (claim)
+	// + 2 (outcomes, maintenance) + 5 connections; the default is 4.
+	p := startSidecar(t, []string{"DATABASE_URL=" + withParam(db.URL, "pool_max_conns=10")}, "relay", "--config", writeConfig(t, fastRelay), "--listen", "off")
+	// Running means the handlers have started, not merely that the entries
+	// are claimed: a claimed entry that no worker has started yet is
+	// handed back at shutdown, not run.
+	poll(t, "all five handlers running", func() bool {
+		return count(t, db.Pool, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND state = 'active' AND query LIKE '%test.record handler%'
+			  AND pid <> pg_backend_pid()`) == 5
 	})
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -305,4 +313,12 @@ func TestSidecarWaitsForDatabaseAndReportsMetrics(t *testing.T) {
 	if t.Failed() {
 		t.Logf("/metrics:\n%s", body)
 	}
+}
+
+// withParam adds a query parameter to a connection URL.
+func withParam(url, param string) string {
+	if strings.Contains(url, "?") {
+		return url + "&" + param
+	}
+	return url + "?" + param
 }
