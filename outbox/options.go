@@ -47,8 +47,10 @@ type options struct {
 // key again, while the first entry is still in the table, returns the first
 // entry's id instead of creating a second one. The key is also what handlers
 // hand to the outside world (a webhook id, an email Message-ID), so choose a
-// business identity such as "welcome:user-42". Without it, the database
-// assigns a random UUID.
+// business identity such as "welcome:user-42". Without it, Enqueue
+// generates a key that cannot repeat (a time-ordered UUID, see key.go) and
+// marks it as generated, so the relay spends no processed-key bookkeeping on
+// it.
 func WithKey(key string) Option { return func(o *options) { o.key = key } }
 
 // WithOrderingKey makes the entry run only after every earlier entry (by id)
