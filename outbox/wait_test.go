@@ -33,7 +33,7 @@ const waitGuard = time.Minute
 // claim leases every due entry of the default queue with the relay's claim.
 func claim(t *testing.T, pool *pgxpool.Pool, topics ...string) []store.Claimed {
 	t.Helper()
-	c, err := store.Claim(t.Context(), pool, store.ClaimParams{
+	c, _, err := store.Claim(t.Context(), pool, store.ClaimParams{
 		Queue: outbox.DefaultQueue, Topics: topics, Limit: 1000, Lease: time.Minute, Owner: "test",
 	})
 	if err != nil {

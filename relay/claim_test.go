@@ -173,7 +173,7 @@ func TestTransactionalHandlersLeaveConnectionsForRenewals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pcfg.MaxConns = 4 // one queue: room for two transactional handlers
+	pcfg.MaxConns = 4 // one queue and the relay's own three: one transactional handler at once
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		t.Fatal(err)
@@ -220,5 +220,99 @@ func TestTransactionalHandlersLeaveConnectionsForRenewals(t *testing.T) {
 	}
 	if n := ev.count(relay.EventLeaseLost); n != 0 {
 		t.Errorf("%d leases lost", n)
+	}
+}
+
+// A claim cut short by MaxClaimBytes leaves entries it picked for the next
+// claim, which follows at once: the queue does not wait for the poll.
+func TestClaimsCutByTheByteBudgetGoOn(t *testing.T) {
+	t.Parallel()
+	db := outboxtest.New(t)
+	ev := newEvents()
+	h := relay.NewHandlers()
+	relay.Handle(h, func(context.Context, *relay.Entry[padded]) error { return nil })
+	cfg := fastConfig(h, ev)
+	cfg.PollInterval = time.Hour
+	cfg.MaxClaimBytes = 1 << 10 // one or two entries a claim
+	startRelay(t, db.Pool, cfg)
+	ev.wait(t, kindIs(relay.EventListenerUp))
+	items := make([]outbox.Item, 20)
+	for i := range items {
+		items[i] = outbox.NewItem(padded{N: i, Pad: strings.Repeat("x", 600)})
+	}
+	res, err := outbox.EnqueueBatch(context.Background(), db.Pool, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range res {
+		ev.wait(t, entryKind(e.ID, relay.EventDone))
+	}
+}
+
+type padded struct {
+	N   int    `json:"n"`
+	Pad string `json:"pad"`
+}
+
+func (padded) Topic() string { return "test.padded" }
+
+// Waiting for a pool connection (the transactional handlers' slots) is not
+// part of an attempt: an entry that waits longer than its handler timeout
+// still runs as attempt 1, and is not reported started until it runs.
+func TestWaitingForATransactionalSlotCostsNoAttempt(t *testing.T) {
+	t.Parallel()
+	db := outboxtest.New(t)
+	ctx := context.Background()
+	pcfg, err := pgxpool.ParseConfig(db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcfg.MaxConns = 4 // one queue and the relay's own three: one slot
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	release := make(chan struct{})
+	var running atomic.Int32
+	ev := newEvents()
+	h := relay.NewHandlers()
+	relay.HandleTx(h, func(ctx context.Context, tx pgx.Tx, e *relay.Entry[ping]) error {
+		if n := running.Add(1); n > 1 {
+			t.Errorf("%d transactional handlers at once; the pool leaves room for one", n)
+		}
+		defer running.Add(-1)
+		if e.Payload.N == 0 {
+			<-release
+		}
+		return nil
+	})
+	const timeout = 300 * time.Millisecond
+	cfg := fastConfig(h, ev)
+	cfg.HandlerTimeout = timeout
+	startRelay(t, pool, cfg)
+	first := enqueue(t, db.Pool, ping{N: 0})
+	ev.wait(t, entryKind(first, relay.EventStarted))
+	var rest []int64
+	for i := 1; i <= 3; i++ {
+		rest = append(rest, enqueue(t, db.Pool, ping{N: i}))
+	}
+	waitUntil(t, "the others claimed", func() bool {
+		return scalar[int64](t, db.Pool, `SELECT count(*) FROM outbox_entries WHERE state = 'running'`) == 4
+	})
+	// The premise: the others wait well past their handler timeout.
+	claimed := time.Now()
+	waitUntil(t, "three handler timeouts to pass", func() bool { return time.Since(claimed) > 3*timeout })
+	for _, id := range rest {
+		if ev.has(entryKind(id, relay.EventStarted)) {
+			t.Errorf("entry %d reported started while it waited for a connection", id)
+		}
+	}
+	close(release)
+	for _, id := range append([]int64{first}, rest...) {
+		ev.wait(t, entryKind(id, relay.EventDone))
+		if e := getEntry(t, db.Pool, id); e.Attempt != 1 {
+			t.Errorf("entry %d done on attempt %d; want 1", id, e.Attempt)
+		}
 	}
 }

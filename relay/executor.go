@@ -53,6 +53,32 @@ func (r *Relay) execute(q *queue, c *store.Claimed, le *leaseEntry) {
 		return
 	}
 
+	if h.tx {
+		// A connection of the pool for the whole handler, taken only while
+		// one is left over for the relay's own statements (txSlotsFor).
+		// Waiting for it is not part of the attempt: not timed, not
+		// started, and given back without counting if the relay stops.
+		select {
+		case r.txSlots <- struct{}{}:
+			defer func() { <-r.txSlots }()
+		case <-le.ctx.Done():
+			if errors.Is(context.Cause(le.ctx), ErrShutdown) || r.stopping.Load() {
+				r.submit(completion{
+					out:     store.Outcome{ID: c.ID, Attempt: c.Attempt, State: store.StatePending, Handback: true},
+					lease:   le,
+					queue:   q,
+					claimed: c,
+					event:   Event{Kind: EventHandedBack, Queue: c.Queue, Topic: c.Topic, EntryID: c.ID, Attempt: c.EffectiveAttempt()},
+				})
+				return
+			}
+			// The lease was lost while it waited: another relay may run
+			// it now, and nothing ran here.
+			r.leases.remove(le)
+			return
+		}
+	}
+
 	timeout := r.cfg.HandlerTimeout
 	if h.opts.timeout > 0 {
 		timeout = h.opts.timeout
@@ -152,15 +178,7 @@ var errSkipped = errors.New("already processed")
 // errSkipped); otherwise err says why nothing was committed.
 func (r *Relay) runTx(ctx context.Context, h *handler, run *attemptRun, le *leaseEntry, dedupe bool) (finished bool, err error) {
 	c := run.claimed
-	// A connection of the pool for the whole handler, taken only while one
-	// is left over for the relay's own statements (txSlotsFor).
-	select {
-	case r.txSlots <- struct{}{}:
-		defer func() { <-r.txSlots }()
-	case <-ctx.Done():
-		return false, context.Cause(ctx)
-	}
-	tx, err := r.pool.Begin(ctx)
+	tx, err := r.pool.Begin(ctx) // the caller holds a slot of r.txSlots
 	if err != nil {
 		return false, fmt.Errorf("begin: %w", err)
 	}

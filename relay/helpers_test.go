@@ -67,6 +67,18 @@ func (e *events) count(kind relay.EventKind) int {
 	return n
 }
 
+// has reports whether an event that matches pred was recorded.
+func (e *events) has(pred func(relay.Event) bool) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, ev := range e.all {
+		if pred(ev) {
+			return true
+		}
+	}
+	return false
+}
+
 // wait returns the first recorded event that matches pred, waiting for it
 // if need be; it fails t after a generous bound (a hang guard, not a timing
 // assertion).

@@ -116,8 +116,9 @@ func (q *queue) signal(ch chan struct{}) {
 // it vacuums), and one per transactional handler running; LISTEN uses its
 // own connection. A relay never lets transactional handlers take the
 // connections its own statements need: it runs at most MaxConns minus
-// (queues + 2) of them at once (at least one), and Run logs a warning when
-// that is fewer than its queues' workers.
+// (queues + 3) of them at once (queues + 2 with VacuumThreshold < 0; at
+// least one), and Run logs a warning when that is fewer than its queues'
+// workers.
 func New(pool *pgxpool.Pool, cfg Config) (*Relay, error) {
 	if pool == nil {
 		return nil, configErr("pool", "nil *pgxpool.Pool")
@@ -143,7 +144,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Relay, error) {
 			r.workersTx += qc.MaxWorkers
 		}
 	}
-	r.txSlots = make(chan struct{}, txSlotsFor(int(pool.Config().MaxConns), len(c.Queues)))
+	r.txSlots = make(chan struct{}, txSlotsFor(int(pool.Config().MaxConns), len(c.Queues), c.VacuumThreshold > 0))
 	for name, qc := range c.Queues {
 		prefetch := min(c.ClaimBatchSize, qc.MaxWorkers)
 		r.queues[name] = &queue{
@@ -346,8 +347,18 @@ func (r *Relay) claimLoop(ctx context.Context, q *queue) {
 	failing := false
 	// unknown: a claim failed after it may have committed; its entries
 	// are leased to this relay, which does not know them. They are handed
-	// back before the next claim.
+	// back before the next claim, or when the loop ends.
 	unknown := false
+	defer func() {
+		if unknown {
+			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if _, err := store.HandBackUnknown(hctx, r.pool, q.name, r.cfg.ID, r.leases.ids()); err != nil {
+				r.log.Warn("txoutbox: could not hand back the entries of a lost claim; they return when their lease expires",
+					"queue", q.name, "error", err)
+			}
+		}
+	}()
 	// check: ask for committing producers before the next claim. Woken by
 	// a notification or a timer, the first claim is likely to come back
 	// short, so it asks first; after a freed slot it claims at once.
@@ -362,7 +373,7 @@ func (r *Relay) claimLoop(ctx context.Context, q *queue) {
 				full = true
 				break
 			}
-			quiet, got, err := r.claimRound(ctx, q, n, check, &unknown)
+			quiet, got, more, err := r.claimRound(ctx, q, n, check, &unknown)
 			if err != nil {
 				r.observe(Event{Kind: EventError, Queue: q.name, Err: err})
 				if !failing {
@@ -375,10 +386,10 @@ func (r *Relay) claimLoop(ctx context.Context, q *queue) {
 				r.log.Info("txoutbox: claiming again", "queue", q.name)
 				failing = false
 			}
-			if got > 0 {
+			if got > 0 || quiet {
 				pause = 0
 			}
-			if got == n {
+			if got == n || more {
 				check = false // more may be there: claim again at once
 				continue
 			}
@@ -415,10 +426,15 @@ func (r *Relay) claimLoop(ctx context.Context, q *queue) {
 
 // txSlotsFor is how many transactional handlers may hold a connection of a
 // pool of maxConns at once: the rest is kept for the relay's own
-// statements, one per claim loop, one for outcome writes and renewals and
-// one for maintenance. At least one, however small the pool.
-func txSlotsFor(maxConns, queues int) int {
-	return max(1, maxConns-queues-2)
+// statements, one per claim loop, one for outcome writes and renewals, one
+// for maintenance and, when the relay may vacuum, one held by the VACUUM.
+// At least one, however small the pool.
+func txSlotsFor(maxConns, queues int, vacuums bool) int {
+	reserve := queues + 2
+	if vacuums {
+		reserve++
+	}
+	return max(1, maxConns-reserve)
 }
 
 // quietRecheckMax is the longest pause between two checks for producers
@@ -428,15 +444,16 @@ const quietRecheckMax = 50 * time.Millisecond
 
 // claimRound hands back the entries of a lost claim if there are any, asks
 // whether producers of q are committing (when check is set; quiet is false
-// otherwise), then claims up to n entries.
-func (r *Relay) claimRound(ctx context.Context, q *queue, n int, check bool, unknown *bool) (quiet bool, got int, err error) {
+// otherwise), then claims up to n entries. more reports a claim cut short
+// by MaxClaimBytes: entries it picked are left for the next claim.
+func (r *Relay) claimRound(ctx context.Context, q *queue, n int, check bool, unknown *bool) (quiet bool, got int, more bool, err error) {
 	// Not cancelled by shutdown halfway, like the claim itself.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
 	defer cancel()
 	if *unknown {
 		handed, err := store.HandBackUnknown(cctx, r.pool, q.name, r.cfg.ID, r.leases.ids())
 		if err != nil {
-			return false, 0, err
+			return false, 0, false, err
 		}
 		*unknown = false
 		if handed > 0 {
@@ -446,16 +463,16 @@ func (r *Relay) claimRound(ctx context.Context, q *queue, n int, check bool, unk
 	}
 	if check {
 		if quiet, err = store.ProducersQuiet(cctx, r.pool, q.name); err != nil {
-			return false, 0, err
+			return false, 0, false, err
 		}
 	}
-	got, err = r.claim(ctx, q, n)
+	got, more, err = r.claim(ctx, q, n)
 	if err != nil {
 		// The claim may have committed before its result was lost.
 		*unknown = true
-		return false, 0, err
+		return false, 0, false, err
 	}
-	return quiet, got, nil
+	return quiet, got, more, nil
 }
 
 // errClaimResultLost is the error of a claim whose result a test dropped.
@@ -465,14 +482,14 @@ var errClaimResultLost = errors.New("claim result lost (test)")
 const claimTimeout = 30 * time.Second
 
 // claim claims up to n entries and starts a handler for each. It returns
-// how many it claimed.
-func (r *Relay) claim(ctx context.Context, q *queue, n int) (int, error) {
+// how many it claimed, and whether MaxClaimBytes cut the claim short.
+func (r *Relay) claim(ctx context.Context, q *queue, n int) (int, bool, error) {
 	// The claim commits on its own; it is not cancelled by shutdown halfway,
 	// so that no entry ends up leased by a relay that never learned of it.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
 	defer cancel()
 	claimStart := time.Now() // leases run from before the claim, on the safe side
-	claimed, err := store.Claim(cctx, r.pool, store.ClaimParams{
+	claimed, more, err := store.Claim(cctx, r.pool, store.ClaimParams{
 		Queue:       q.name,
 		Topics:      r.topics,
 		Limit:       n,
@@ -487,13 +504,13 @@ func (r *Relay) claim(ctx context.Context, q *queue, n int) (int, error) {
 		MaxBytes:        int64(r.cfg.MaxClaimBytes),
 	})
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if len(claimed) == 0 {
-		return 0, nil
+		return 0, false, nil
 	}
 	if r.loseClaimResult != nil && r.loseClaimResult() {
-		return 0, errClaimResultLost
+		return 0, false, errClaimResultLost
 	}
 	r.observe(Event{Kind: EventClaimed, Queue: q.name, Count: len(claimed)})
 	for i := range claimed {
@@ -504,5 +521,5 @@ func (r *Relay) claim(ctx context.Context, q *queue, n int) (int, error) {
 		// Shutting down: give it back untouched.
 		q.jobs <- job{claimed: c, lease: le, handBack: ctx.Err() != nil}
 	}
-	return len(claimed), nil
+	return len(claimed), more, nil
 }

@@ -90,7 +90,7 @@ func claimParams() store.ClaimParams {
 // claim claims one full batch, failing b otherwise.
 func claim(b *testing.B, db store.DBTX) []store.Claimed {
 	b.Helper()
-	got, err := store.Claim(context.Background(), db, claimParams())
+	got, _, err := store.Claim(context.Background(), db, claimParams())
 	if err != nil {
 		b.Fatal(err)
 	}

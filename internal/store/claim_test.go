@@ -32,9 +32,12 @@ func TestClaimMeasuresAndBudgetsBytes(t *testing.T) {
 		Queue: "default", Topics: []string{"t"}, Limit: 100, Lease: time.Minute, Owner: "test",
 		MaxPayloadBytes: 1000, MaxHeadersBytes: 1000, MaxBytes: 1000,
 	}
-	first, err := store.Claim(ctx, db.Pool, params)
+	first, more, err := store.Claim(ctx, db.Pool, params)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !more {
+		t.Error("a claim cut short by the budget does not say so")
 	}
 	got := map[string]store.Claimed{}
 	for _, c := range first {
@@ -63,12 +66,12 @@ func TestClaimMeasuresAndBudgetsBytes(t *testing.T) {
 	// The next claim takes the rest; over budget on its own, a first
 	// entry is still claimed.
 	params.MaxBytes = 10
-	second, err := store.Claim(ctx, db.Pool, params)
+	second, more, err := store.Claim(ctx, db.Pool, params)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(second) != 1 || second[0].Key != "c" {
-		t.Fatalf("second claim: %d entries; want c alone", len(second))
+	if len(second) != 1 || second[0].Key != "c" || more {
+		t.Fatalf("second claim: %d entries, more %v; want c alone, and no more", len(second), more)
 	}
 }
 

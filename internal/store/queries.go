@@ -18,7 +18,8 @@ package store
 // dead-letters it. The others are claimed in order only while their bytes
 // add up to at most $11 (0: no budget); the first always is. Rows picked
 // beyond the budget stay pending, and their row locks end with the
-// statement.
+// statement; every row returns how many were picked, so that the caller
+// knows the claim was cut short and claims again at once.
 const sqlClaim = `
 WITH picked AS (
 	SELECT e.id, e.priority, e.run_at,
@@ -42,7 +43,8 @@ WITH picked AS (
 sized AS (
 	SELECT s.*, sum(CASE WHEN s.fits THEN s.payload_bytes + s.headers_bytes ELSE 0 END)
 		OVER (ORDER BY s.priority DESC, s.run_at, s.id ROWS UNBOUNDED PRECEDING) AS running_bytes,
-		row_number() OVER (ORDER BY s.priority DESC, s.run_at, s.id) AS n
+		row_number() OVER (ORDER BY s.priority DESC, s.run_at, s.id) AS n,
+		count(*) OVER () AS picked_count
 	FROM (SELECT p.*, ($9::int = 0 OR p.payload_bytes <= $9::int)
 		AND ($10::int = 0 OR p.headers_bytes <= $10::int) AS fits FROM picked p) s
 )
@@ -56,7 +58,7 @@ WHERE e.id = s.id AND (s.n = 1 OR $11::bigint = 0 OR s.running_bytes <= $11::big
 RETURNING e.id, e.topic, e.key, e.ordering_key, e.queue, e.priority,
 	e.attempt, e.attempt_base, e.max_attempts,
 	CASE WHEN s.fits THEN e.payload END, CASE WHEN s.fits THEN e.headers END,
-	s.payload_bytes, s.headers_bytes,
+	s.payload_bytes, s.headers_bytes, s.picked_count,
 	e.created_at, e.run_at, e.key_generated,
 	-- A generated key cannot repeat: no probe. OFFSET 0 keeps the probe a
 	-- per-row index lookup: as a hashed subplan it would read the whole

@@ -93,29 +93,31 @@ func micros(d time.Duration) int64 { return d.Microseconds() }
 const customPlan = pgx.QueryExecModeCacheDescribe
 
 // Claim leases up to p.Limit runnable entries in one short transaction (the
-// statement itself) and returns them.
-func Claim(ctx context.Context, db DBTX, p ClaimParams) ([]Claimed, error) {
+// statement itself) and returns them. more reports that p.MaxBytes cut the
+// claim short: it picked more runnable entries than it returns.
+func Claim(ctx context.Context, db DBTX, p ClaimParams) (claimed []Claimed, more bool, err error) {
 	rows, err := db.Query(ctx, sqlClaim, p.Queue, p.Topics, p.Now, p.Limit, micros(p.Lease), p.Owner, p.BlockOnDead, p.ProbeKeys,
 		p.MaxPayloadBytes, p.MaxHeadersBytes, p.MaxBytes)
 	if err != nil {
-		return nil, fmt.Errorf("claim: %w", err)
+		return nil, false, fmt.Errorf("claim: %w", err)
 	}
+	var picked int64
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Claimed, error) {
 		var c Claimed
 		err := row.Scan(&c.ID, &c.Topic, &c.Key, &c.OrderingKey, &c.Queue, &c.Priority,
 			&c.Attempt, &c.AttemptBase, &c.MaxAttempts, &c.Payload, &c.Headers,
-			&c.PayloadBytes, &c.HeadersBytes, &c.CreatedAt, &c.RunAt, &c.KeyGenerated, &c.Processed)
+			&c.PayloadBytes, &c.HeadersBytes, &picked, &c.CreatedAt, &c.RunAt, &c.KeyGenerated, &c.Processed)
 		return c, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("claim: %w", err)
+		return nil, false, fmt.Errorf("claim: %w", err)
 	}
 	// UPDATE ... RETURNING does not keep the picking order; the relay
 	// starts entries in the order returned.
 	slices.SortFunc(out, func(a, b Claimed) int {
 		return cmp.Or(cmp.Compare(b.Priority, a.Priority), a.RunAt.Compare(b.RunAt), cmp.Compare(a.ID, b.ID))
 	})
-	return out, nil
+	return out, picked > int64(len(out)), nil
 }
 
 // ProducersQuiet reports whether no transaction that inserted entries of

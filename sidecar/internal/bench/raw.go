@@ -131,7 +131,7 @@ func (r *Runner) rawLoop(ctx context.Context, owner string) (int, error) {
 	total := 0
 	outs := make([]store.Outcome, 0, params.Limit)
 	for {
-		claimed, err := store.Claim(ctx, conn, params)
+		claimed, _, err := store.Claim(ctx, conn, params)
 		if err != nil {
 			return total, err
 		}
@@ -177,7 +177,7 @@ func (r *Runner) rawPipelined(ctx context.Context, owner string) (int, error) {
 		defer close(queue)
 		params := r.claimParams(owner)
 		for {
-			claimed, err := store.Claim(ctx, claimConn, params)
+			claimed, _, err := store.Claim(ctx, claimConn, params)
 			if err != nil {
 				claimErr = err
 				cancel(err)
