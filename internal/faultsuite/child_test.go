@@ -142,10 +142,18 @@ func writeEffect(who string) relay.TxHandlerFunc[txWork] {
 // runs, works for SleepUS, and records the finish, even when its context
 // was cancelled (the finish is when the handler stopped, which is what an
 // overlap check needs).
+//
+// Both marks are bookkeeping of the outside world, not work under the
+// lease, so the handler's context does not cut them short: a start mark
+// sent under a context cancelled mid-statement (a lease lost just as the
+// handler began) could commit on the server while its reply was lost, and
+// leave a run that never finishes for a handler that did.
 func markRuns(pool *pgxpool.Pool, who string) relay.HandlerFunc[runWork] {
 	return func(ctx context.Context, e *relay.Entry[runWork]) error {
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scaled(30*time.Second))
+		defer cancel()
 		var runID int64
-		err := pool.QueryRow(ctx, `INSERT INTO runs (entry_id, attempt, relay, started_at)
+		err := pool.QueryRow(mctx, `INSERT INTO runs (entry_id, attempt, relay, started_at)
 			VALUES ($1, $2, $3, clock_timestamp()) RETURNING run_id`, e.ID, e.Attempt, who).Scan(&runID)
 		if err != nil {
 			return err
@@ -158,9 +166,7 @@ func markRuns(pool *pgxpool.Pool, who string) relay.HandlerFunc[runWork] {
 				workErr = context.Cause(ctx)
 			}
 		}
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if _, err := pool.Exec(fctx, `UPDATE runs SET finished_at = clock_timestamp() WHERE run_id = $1`, runID); err != nil {
+		if _, err := pool.Exec(mctx, `UPDATE runs SET finished_at = clock_timestamp() WHERE run_id = $1`, runID); err != nil {
 			return errors.Join(workErr, err)
 		}
 		if workErr == nil && e.Payload.FailOnce && e.Attempt == 1 {

@@ -324,7 +324,7 @@ func TestDroppedAndPartitionedConnections(t *testing.T) {
 	if effects != int64(txEntries) || distinct != effects {
 		t.Fatalf("%d effects for %d distinct entries; want exactly one for each of %d", effects, distinct, txEntries)
 	}
-	checkNoOverlap(t, db.Pool, false)
+	checkNoOverlap(t, db.Pool, false, evA, evB)
 	// A relay lost an entry if it saw its lease go, or if its outcome was
 	// rejected: when renewals fail until the lease has expired in the
 	// database, the outcome may be written (and fenced) before the relay's
@@ -373,11 +373,12 @@ func TestDroppedAndPartitionedConnections(t *testing.T) {
 
 // checkNoOverlap fails t if two runs of one entry overlapped in time, or
 // if a run never finished while no relay was killed (a killed relay's run
-// ends at the kill, unrecorded).
-func checkNoOverlap(t testing.TB, pool *pgxpool.Pool, killed bool) {
+// ends at the kill, unrecorded). evs, the in-process relays' events, if
+// any, describe the unfinished runs' entries.
+func checkNoOverlap(t testing.TB, pool *pgxpool.Pool, killed bool, evs ...*events) {
 	t.Helper()
 	if n := scalar[int64](t, pool, `SELECT count(*) FROM runs WHERE finished_at IS NULL`); n != 0 && !killed {
-		t.Errorf("%d runs never finished", n)
+		t.Errorf("%d runs never finished:\n%s", n, describeUnfinished(t, pool, evs))
 	}
 	rows, err := pool.Query(context.Background(), `
 		SELECT a.entry_id, a.relay, a.attempt, b.relay, b.attempt,
@@ -414,4 +415,41 @@ func enqueueOne(t testing.TB, pool *pgxpool.Pool, msg outbox.Message, opts ...ou
 		t.Fatal(err)
 	}
 	return res.ID
+}
+
+// describeUnfinished lists the runs that have no finish, with their
+// entry's state now and what the relays in evs reported about the entry.
+func describeUnfinished(t testing.TB, pool *pgxpool.Pool, evs []*events) string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `
+		SELECT r.run_id, r.entry_id, r.attempt, r.relay, r.started_at::time::text,
+		       e.state, e.attempt, coalesce(e.lease_owner, ''), coalesce(e.last_error, '')
+		FROM runs r JOIN outbox_entries e ON e.id = r.entry_id
+		WHERE r.finished_at IS NULL ORDER BY r.run_id LIMIT 20`)
+	if err != nil {
+		return err.Error()
+	}
+	type run struct {
+		RunID, EntryID      int64
+		Attempt             int32
+		Relay, Started      string
+		State               string
+		EntryAttempt        int32
+		LeaseOwner, LastErr string
+	}
+	runs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[run])
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, r := range runs {
+		fmt.Fprintf(&b, "run %d: entry %d attempt %d by %s, started %s; the entry is %s on attempt %d (lease owner %q, last error %q)\n",
+			r.RunID, r.EntryID, r.Attempt, r.Relay, r.Started, r.State, r.EntryAttempt, r.LeaseOwner, r.LastErr)
+		for i, e := range evs {
+			for _, line := range e.history(r.EntryID) {
+				fmt.Fprintf(&b, "  relay %c: %s\n", 'A'+i, line)
+			}
+		}
+	}
+	return b.String()
 }
