@@ -89,7 +89,7 @@ func childMain(raw string) int {
 		err := webhook.Register(h, webhook.Config{
 			Endpoints:            map[string]webhook.Endpoint{"recv": {URL: cfg.WebhookURL, Secrets: []string{cfg.WebhookSecret}}},
 			AllowPrivateNetworks: true,
-			Timeout:              5 * time.Second,
+			Timeout:              scaled(5 * time.Second),
 		}, opts...)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
@@ -109,7 +109,7 @@ func childMain(raw string) int {
 		LeaseDuration:     lease,
 		RescueInterval:    max(lease/5, 50*time.Millisecond),
 		RetentionInterval: -1,
-		ShutdownTimeout:   10 * time.Second,
+		ShutdownTimeout:   scaled(10 * time.Second), // child.stop's limit follows it
 		RetryPolicy:       noRetryDelay,
 		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
@@ -197,7 +197,8 @@ func startChild(t testing.TB, cfg childConfig) *child {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+string(raw))
+	// The child stretches its timing as this process does.
+	cmd.Env = append(os.Environ(), childEnv+"="+string(raw), fmt.Sprintf("%s=%g", timeScaleEnv, timeScale()))
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	c := &child{name: cfg.ID, cmd: cmd, done: make(chan struct{})}
@@ -269,10 +270,13 @@ func (c *child) stop(t testing.TB) {
 	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	// Its shutdown may take ShutdownTimeout plus the relay's hand-back
+	// grace; a minute more catches a hang.
+	limit := scaled(10*time.Second) + time.Minute
 	select {
 	case <-c.done:
-	case <-time.After(time.Minute):
-		t.Fatalf("relay process %s did not stop within a minute of SIGTERM", c.name)
+	case <-time.After(limit):
+		t.Fatalf("relay process %s did not stop within %s of SIGTERM", c.name, limit)
 	}
 	if code := c.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("relay process %s exited with %d after SIGTERM:\n%s", c.name, code, c.output())
