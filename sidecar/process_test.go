@@ -49,6 +49,12 @@ func init() {
 		Handlers: func(h *relay.Handlers) error {
 			relay.HandleTx(h, func(ctx context.Context, tx pgx.Tx, e *relay.Entry[Record]) error {
 				if e.Payload.SleepMS > 0 {
+					// A mark other sessions see at once, while the
+					// handler runs: an advisory lock of the transaction
+					// (see handlersRunning).
+					if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, e.ID); err != nil {
+						return err
+					}
 					select {
 					case <-time.After(time.Duration(e.Payload.SleepMS) * time.Millisecond):
 					case <-ctx.Done():
@@ -171,6 +177,14 @@ func count(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
 	return n
 }
 
+// handlersRunning counts the Record handlers with a SleepMS that run now
+// on pool's database: each holds an advisory lock in its transaction.
+func handlersRunning(t *testing.T, pool *pgxpool.Pool) int {
+	t.Helper()
+	return count(t, pool, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`)
+}
+
 const fastRelay = `{"log": {"format": "text"}, "relay": {"poll_interval": "50ms", "lease_duration": "2s", "rescue_interval": "100ms", "shutdown_timeout": "30s"}}`
 
 // SIGTERM with slow handlers in flight: they finish, the process exits 0.
@@ -186,10 +200,18 @@ func TestSidecarDrainsOnSIGTERM(t *testing.T) {
 	if _, err := outbox.EnqueueBatch(ctx, db.Pool, items); err != nil {
 		t.Fatal(err)
 	}
-	p := startSidecar(t, []string{"DATABASE_URL=" + db.URL}, "relay", "--config", writeConfig(t, fastRelay), "--listen", "off")
-	poll(t, "all five running", func() bool {
-		return count(t, db.Pool, `SELECT count(*) FROM outbox_entries WHERE state = 'running'`) == 5
-	})
+	// A pool with room for all five handlers' transactions at once
+	// (pgxpool's default is 4 connections on 2 CPUs).
+	url := db.URL + "&pool_max_conns=16"
+	if !strings.Contains(db.URL, "?") {
+		url = db.URL + "?pool_max_conns=16"
+	}
+	p := startSidecar(t, []string{"DATABASE_URL=" + url}, "relay", "--config", writeConfig(t, fastRelay), "--listen", "off")
+	// Running handlers, not claimed entries: an entry is running from its
+	// claim on, but a claimed entry whose handler has not started yet (its
+	// worker not yet scheduled, on a loaded machine) is handed back at
+	// shutdown, not run.
+	poll(t, "all five handlers running", func() bool { return handlersRunning(t, db.Pool) == 5 })
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
