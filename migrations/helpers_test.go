@@ -25,8 +25,8 @@ type scratch struct {
 	db   *sql.DB
 }
 
-// newScratch creates an empty database on the server named by
-// TXOUTBOX_TEST_DATABASE_URL.
+// newScratch creates an empty database on the server outboxtest finds for
+// the tests (the configured one, else a container, else local binaries).
 func newScratch(t *testing.T) *scratch {
 	t.Helper()
 	admin := outboxtest.AdminURL(t)
@@ -65,7 +65,7 @@ func newScratch(t *testing.T) *scratch {
 
 	u, err := url.Parse(admin)
 	if err != nil {
-		t.Fatalf("TXOUTBOX_TEST_DATABASE_URL must be a URL here: %v", err)
+		t.Fatalf("the server's connection string must be a URL here: %v", err)
 	}
 	u.Path = "/" + s.name
 	s.url = u.String()

@@ -198,9 +198,9 @@ func ExampleEnqueueBatch() {
 }
 
 // exampleDatabase creates a scratch database with txoutbox's schema and a
-// users table on the server named by TXOUTBOX_TEST_DATABASE_URL, and returns
+// users table on the server outboxtest finds for the tests, and returns
 // its connection string and a function that drops it. It is plumbing for
-// the examples, which cannot use outboxtest without a *testing.T.
+// the examples, which have no *testing.T to call outboxtest.New with.
 func exampleDatabase(ctx context.Context) (dsn string, cleanup func(), err error) {
 	admin, err := outboxtest.ServerURL()
 	if err != nil {

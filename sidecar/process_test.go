@@ -49,11 +49,16 @@ func init() {
 		Handlers: func(h *relay.Handlers) error {
 			relay.HandleTx(h, func(ctx context.Context, tx pgx.Tx, e *relay.Entry[Record]) error {
 				if e.Payload.SleepMS > 0 {
-					// In the database, so that tests can see which
-					// handlers are running (pg_stat_activity); a
-					// cancelled context cancels it.
-					if _, err := tx.Exec(ctx, `SELECT pg_sleep($1::float8 / 1000) /* test.record handler */`, e.Payload.SleepMS); err != nil {
+					// A mark other sessions see at once, while the
+					// handler runs: an advisory lock of the transaction
+					// (see handlersRunning).
+					if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, e.ID); err != nil {
 						return err
+					}
+					select {
+					case <-time.After(time.Duration(e.Payload.SleepMS) * time.Millisecond):
+					case <-ctx.Done():
+						return ctx.Err()
 					}
 				}
 				_, err := tx.Exec(ctx, `INSERT INTO effects (entry_id, note) VALUES ($1, $2)`, e.ID, e.Payload.Note)
@@ -172,6 +177,14 @@ func count(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
 	return n
 }
 
+// handlersRunning counts the Record handlers with a SleepMS that run now
+// on pool's database: each holds an advisory lock in its transaction.
+func handlersRunning(t *testing.T, pool *pgxpool.Pool) int {
+	t.Helper()
+	return count(t, pool, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`)
+}
+
 const fastRelay = `{"log": {"format": "text"}, "relay": {"poll_interval": "50ms", "lease_duration": "2s", "rescue_interval": "100ms", "shutdown_timeout": "30s"}}`
 
 // SIGTERM with slow handlers in flight: they finish, the process exits 0.
@@ -187,17 +200,18 @@ func TestSidecarDrainsOnSIGTERM(t *testing.T) {
 	if _, err := outbox.EnqueueBatch(ctx, db.Pool, items); err != nil {
 		t.Fatal(err)
 	}
-	// Five transactional handlers at once need a pool of at least 1 (claim)
-	// + 2 (outcomes, maintenance) + 5 connections; the default is 4.
-	p := startSidecar(t, []string{"DATABASE_URL=" + withParam(db.URL, "pool_max_conns=10")}, "relay", "--config", writeConfig(t, fastRelay), "--listen", "off")
-	// Running means the handlers have started, not merely that the entries
-	// are claimed: a claimed entry that no worker has started yet is
-	// handed back at shutdown, not run.
-	poll(t, "all five handlers running", func() bool {
-		return count(t, db.Pool, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND state = 'active' AND query LIKE '%test.record handler%'
-			  AND pid <> pg_backend_pid()`) == 5
-	})
+	// A pool with room for all five handlers' transactions at once
+	// (pgxpool's default is 4 connections on 2 CPUs).
+	url := db.URL + "&pool_max_conns=16"
+	if !strings.Contains(db.URL, "?") {
+		url = db.URL + "?pool_max_conns=16"
+	}
+	p := startSidecar(t, []string{"DATABASE_URL=" + url}, "relay", "--config", writeConfig(t, fastRelay), "--listen", "off")
+	// Running handlers, not claimed entries: an entry is running from its
+	// claim on, but a claimed entry whose handler has not started yet (its
+	// worker not yet scheduled, on a loaded machine) is handed back at
+	// shutdown, not run.
+	poll(t, "all five handlers running", func() bool { return handlersRunning(t, db.Pool) == 5 })
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -313,12 +327,4 @@ func TestSidecarWaitsForDatabaseAndReportsMetrics(t *testing.T) {
 	if t.Failed() {
 		t.Logf("/metrics:\n%s", body)
 	}
-}
-
-// withParam adds a query parameter to a connection URL.
-func withParam(url, param string) string {
-	if strings.Contains(url, "?") {
-		return url + "&" + param
-	}
-	return url + "?" + param
 }

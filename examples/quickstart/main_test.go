@@ -5,19 +5,25 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/txoutbox/txoutbox/outbox/outboxtest"
 )
 
-// env returns the server and image the tests use. Without
-// TXOUTBOX_TEST_DATABASE_URL the quickstart's own throwaway-server mode
-// runs (a container or local binaries), as for a newcomer.
-func env() (serverURL, image string) {
-	return os.Getenv("TXOUTBOX_TEST_DATABASE_URL"), os.Getenv("TXOUTBOX_TEST_POSTGRES_IMAGE")
+func TestMain(m *testing.M) { outboxtest.Main(m) }
+
+// server returns the server the tests run the quickstart on: the one every
+// other test of the module uses, found by outboxtest (the configured one,
+// else a container, else local binaries; stopped by outboxtest.Main). The
+// quickstart's own throwaway-server mode, what a newcomer's go run takes
+// without DATABASE_URL, is run by CI's newcomer stage (.ci/newcomer.sh).
+func server(t *testing.T) string {
+	t.Helper()
+	return outboxtest.AdminURL(t)
 }
 
 // The quickstart runs to completion and tells the whole story. run itself
@@ -26,8 +32,7 @@ func env() (serverURL, image string) {
 func TestQuickstart(t *testing.T) {
 	t.Parallel()
 	var out syncBuffer
-	serverURL, image := env()
-	err := runWithServer(context.Background(), &out, serverURL, image, options{reminderDelay: time.Second})
+	err := runWithServer(context.Background(), &out, server(t), "", options{reminderDelay: time.Second})
 	if err != nil {
 		t.Fatalf("run: %v\noutput:\n%s", err, out.String())
 	}
@@ -60,9 +65,9 @@ func TestQuickstartServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	serverURL, image := env()
+	serverURL := server(t)
 	go func() {
-		done <- runWithServer(ctx, &out, serverURL, image, options{serve: true, reminderDelay: time.Second})
+		done <- runWithServer(ctx, &out, serverURL, "", options{serve: true, reminderDelay: time.Second})
 	}()
 
 	outboxURL := regexp.MustCompile(`curl -s (http://\S+)/outbox`)

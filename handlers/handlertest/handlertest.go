@@ -129,7 +129,10 @@ func Run(t *testing.T, setup Setup) {
 		t.Parallel()
 		h := setup(t)
 		h.SetMode(Hang)
-		db, ev := start(t, h, 200*time.Millisecond)
+		// The timeout also bounds the healthy attempt afterwards (a PDF
+		// render, an SMTP session, under -race on a loaded machine), so it
+		// is not short: a hung attempt is hung however long it is given.
+		db, ev := start(t, h, 2*time.Second)
 		id := enqueue(t, h, db, "conformance-4")
 		retry := ev.Wait(t, id, relay.EventRetry)
 		if retry.Err == nil {

@@ -157,13 +157,15 @@ func TestInvalidInvoiceIsDeadLettered(t *testing.T) {
 }
 
 // Relay options given to Register reach relay.Handle: a per-handler timeout
-// ends a hung store.
+// ends a hung store. The timeout leaves the healthy attempt afterwards
+// (render and store, under -race on a loaded machine) ample time: a hung
+// store is hung however long it is given.
 func TestRegisterPassesHandlerOptions(t *testing.T) {
 	t.Parallel()
 	store := newTestStore(pdf.DirStore{Dir: t.TempDir()})
 	store.setMode(handlertest.Hang)
 	db, ev := startRelay(t, func(h *relay.Handlers) error {
-		return pdf.Register(h, invoices(store), relay.WithTimeout(100*time.Millisecond))
+		return pdf.Register(h, invoices(store), relay.WithTimeout(2*time.Second))
 	})
 	res, err := outbox.Enqueue(context.Background(), db.Pool, sampleInvoice("T-1"), outbox.WithKey("invoice:timeout"))
 	if err != nil {

@@ -4,7 +4,8 @@ package webhook_test
 //
 //	go test -run '^$' -bench WebhookThroughput -benchtime 1x -count 3 ./handlers/webhook/
 //
-// It needs TXOUTBOX_TEST_DATABASE_URL (or what outboxtest falls back to).
+// It takes its database from outboxtest, as the tests do
+// (TXOUTBOX_TEST_DATABASE_URL, else a container, else local binaries).
 // TXOUTBOX_BENCH_WEBHOOK_N sets the entries per iteration (2000).
 
 import (

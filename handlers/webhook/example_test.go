@@ -15,6 +15,7 @@ import (
 	"github.com/txoutbox/txoutbox/handlers/webhook"
 	"github.com/txoutbox/txoutbox/internal/scratchdb"
 	"github.com/txoutbox/txoutbox/outbox"
+	"github.com/txoutbox/txoutbox/outbox/outboxtest"
 	"github.com/txoutbox/txoutbox/relay"
 )
 
@@ -22,9 +23,11 @@ import (
 // that is sent if and only if the payment committed.
 func Example() {
 	ctx := context.Background()
-	server := os.Getenv("TXOUTBOX_TEST_DATABASE_URL")
-	if server == "" {
-		fmt.Println("set TXOUTBOX_TEST_DATABASE_URL to run the examples")
+	// The server the package's tests use (outboxtest's choice: the
+	// configured one, else a throwaway container or local cluster).
+	server, err := outboxtest.ServerURL()
+	if err != nil {
+		fmt.Println(err)
 		return
 	}
 	pool, cleanup, err := scratchdb.Create(ctx, server, "txoutbox_example")

@@ -79,7 +79,7 @@ func TestDrainStaysWithinMemoryAndConnections(t *testing.T) {
 	began := time.Now()
 	proc := startChild(t, childConfig{
 		URL: db.URL, ID: "drain-relay", MaxConns: poolSize,
-		Queues: map[string]int{"default": workers}, LeaseMS: 5000, PollMS: 100,
+		Queues: map[string]int{"default": workers}, LeaseMS: int(scaled(5 * time.Second).Milliseconds()), PollMS: 100,
 		Tx: true, Drain: true,
 	})
 

@@ -89,7 +89,7 @@ func childMain(raw string) int {
 		err := webhook.Register(h, webhook.Config{
 			Endpoints:            map[string]webhook.Endpoint{"recv": {URL: cfg.WebhookURL, Secrets: []string{cfg.WebhookSecret}}},
 			AllowPrivateNetworks: true,
-			Timeout:              5 * time.Second,
+			Timeout:              scaled(5 * time.Second),
 		}, opts...)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
@@ -109,7 +109,7 @@ func childMain(raw string) int {
 		LeaseDuration:     lease,
 		RescueInterval:    max(lease/5, 50*time.Millisecond),
 		RetentionInterval: -1,
-		ShutdownTimeout:   10 * time.Second,
+		ShutdownTimeout:   scaled(10 * time.Second), // child.stop's limit follows it
 		RetryPolicy:       noRetryDelay,
 		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
@@ -142,10 +142,18 @@ func writeEffect(who string) relay.TxHandlerFunc[txWork] {
 // runs, works for SleepUS, and records the finish, even when its context
 // was cancelled (the finish is when the handler stopped, which is what an
 // overlap check needs).
+//
+// Both marks are bookkeeping of the outside world, not work under the
+// lease, so the handler's context does not cut them short: a start mark
+// sent under a context cancelled mid-statement (a lease lost just as the
+// handler began) could commit on the server while its reply was lost, and
+// leave a run that never finishes for a handler that did.
 func markRuns(pool *pgxpool.Pool, who string) relay.HandlerFunc[runWork] {
 	return func(ctx context.Context, e *relay.Entry[runWork]) error {
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scaled(30*time.Second))
+		defer cancel()
 		var runID int64
-		err := pool.QueryRow(ctx, `INSERT INTO runs (entry_id, attempt, relay, started_at)
+		err := pool.QueryRow(mctx, `INSERT INTO runs (entry_id, attempt, relay, started_at)
 			VALUES ($1, $2, $3, clock_timestamp()) RETURNING run_id`, e.ID, e.Attempt, who).Scan(&runID)
 		if err != nil {
 			return err
@@ -158,9 +166,7 @@ func markRuns(pool *pgxpool.Pool, who string) relay.HandlerFunc[runWork] {
 				workErr = context.Cause(ctx)
 			}
 		}
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if _, err := pool.Exec(fctx, `UPDATE runs SET finished_at = clock_timestamp() WHERE run_id = $1`, runID); err != nil {
+		if _, err := pool.Exec(mctx, `UPDATE runs SET finished_at = clock_timestamp() WHERE run_id = $1`, runID); err != nil {
 			return errors.Join(workErr, err)
 		}
 		if workErr == nil && e.Payload.FailOnce && e.Attempt == 1 {
@@ -191,7 +197,8 @@ func startChild(t testing.TB, cfg childConfig) *child {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+string(raw))
+	// The child stretches its timing as this process does.
+	cmd.Env = append(os.Environ(), childEnv+"="+string(raw), fmt.Sprintf("%s=%g", timeScaleEnv, timeScale()))
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	c := &child{name: cfg.ID, cmd: cmd, done: make(chan struct{})}
@@ -263,10 +270,13 @@ func (c *child) stop(t testing.TB) {
 	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	// Its shutdown may take ShutdownTimeout plus the relay's hand-back
+	// grace; a minute more catches a hang.
+	limit := scaled(10*time.Second) + time.Minute
 	select {
 	case <-c.done:
-	case <-time.After(time.Minute):
-		t.Fatalf("relay process %s did not stop within a minute of SIGTERM", c.name)
+	case <-time.After(limit):
+		t.Fatalf("relay process %s did not stop within %s of SIGTERM", c.name, limit)
 	}
 	if code := c.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("relay process %s exited with %d after SIGTERM:\n%s", c.name, code, c.output())

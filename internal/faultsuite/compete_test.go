@@ -40,6 +40,7 @@ func (l *keyLedger) add(list *[]string, keys []string) {
 func TestCompetingRelaysOutOfOrderCommits(t *testing.T) {
 	relays, total := competeRelays.get(t), competeEntries.get(t)
 	rng := seededRand(t)
+	logTimeScale(t)
 	db := newDB(t)
 	ctx := context.Background()
 	producers := openPool(t, db.URL, "producers", 40)
@@ -48,7 +49,7 @@ func TestCompetingRelaysOutOfOrderCommits(t *testing.T) {
 	for i := range procs {
 		procs[i] = startChild(t, childConfig{
 			URL: db.URL, ID: fmt.Sprintf("compete-relay-%d", i), MaxConns: 12,
-			Queues: map[string]int{"default": 8}, LeaseMS: 5000, PollMS: 100,
+			Queues: map[string]int{"default": 8}, LeaseMS: int(scaled(5 * time.Second).Milliseconds()), PollMS: 100,
 			Tx: true, Runs: true,
 		})
 	}
@@ -69,8 +70,8 @@ func TestCompetingRelaysOutOfOrderCommits(t *testing.T) {
 	othersDone := make(chan struct{}) // the fast and keyed producers are through
 	began := time.Now()
 	// Long-running transactions: enqueue a few entries, wait until an
-	// entry with a higher id is done (or three seconds), then commit, or
-	// roll back one time in five.
+	// entry with a higher id is done (or three seconds, scaled with the
+	// machine's load), then commit, or roll back one time in five.
 	for p := range slowProducers {
 		r := rand.New(rand.NewPCG(seeds[p], 1))
 		wg.Go(func() {
@@ -97,7 +98,7 @@ func TestCompetingRelaysOutOfOrderCommits(t *testing.T) {
 					keys = append(keys, key)
 					top = max(top, res.ID)
 				}
-				deadline := time.Now().Add(3 * time.Second)
+				deadline := time.Now().Add(scaled(3 * time.Second))
 				behind := false
 			wait:
 				for !behind && time.Now().Before(deadline) {

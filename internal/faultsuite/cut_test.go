@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/txoutbox/txoutbox/outbox"
@@ -38,18 +39,40 @@ func (gateWork) Topic() string { return "fault.gate" }
 // holdLog records what the two relays' handlers did with each entry.
 type holdLog struct {
 	mu        sync.Mutex
+	entered   map[int64]bool      // A: its handler's body runs
 	cancelled map[int64]time.Time // A: when its context ended
 	cause     map[int64]error     // A: why
 	runsB     map[int64]int       // B: how often its handler ran the entry
 }
 
 func newHoldLog() *holdLog {
-	return &holdLog{cancelled: map[int64]time.Time{}, cause: map[int64]error{}, runsB: map[int64]int{}}
+	return &holdLog{entered: map[int64]bool{}, cancelled: map[int64]time.Time{}, cause: map[int64]error{}, runsB: map[int64]int{}}
+}
+
+// enter records that A's handler of entry id runs its body: EventStarted
+// comes earlier, before a transactional handler's transaction is open.
+func (l *holdLog) enter(id int64) {
+	l.mu.Lock()
+	l.entered[id] = true
+	l.mu.Unlock()
+}
+
+// allEntered reports whether A's handlers of all ids run their bodies.
+func (l *holdLog) allEntered(ids []int64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, id := range ids {
+		if !l.entered[id] {
+			return false
+		}
+	}
+	return true
 }
 
 // holdA waits for ctx to end, records why, and returns nil: a stale relay
 // that believes it succeeded.
 func (l *holdLog) holdA(ctx context.Context, id int64) {
+	l.enter(id)
 	<-ctx.Done()
 	l.mu.Lock()
 	l.cancelled[id] = time.Now()
@@ -76,7 +99,8 @@ func TestStalledConnectionsLoseLeasesAndAreFenced(t *testing.T) {
 	px := newProxy(t, fmt.Sprintf("127.0.0.1:%d", cluster(t).Port()))
 	viaProxy := strings.Replace(db.URL, fmt.Sprintf(":%d/", cluster(t).Port()), fmt.Sprintf(":%d/", px.port()), 1)
 
-	const lease, heartbeat = 2 * time.Second, 500 * time.Millisecond
+	logTimeScale(t)
+	lease, heartbeat := scaled(2*time.Second), scaled(500*time.Millisecond)
 	log := newHoldLog()
 	release := make(chan struct{})
 
@@ -88,11 +112,11 @@ func TestStalledConnectionsLoseLeasesAndAreFenced(t *testing.T) {
 		log.holdA(ctx, e.ID)
 		return nil
 	})
-	relay.Handle(hA, func(context.Context, *relay.Entry[gateWork]) error { <-release; return nil })
+	relay.Handle(hA, func(_ context.Context, e *relay.Entry[gateWork]) error { log.enter(e.ID); <-release; return nil })
 	stopA := runRelay(t, openPool(t, viaProxy, "relay-a", 10), relay.Config{
 		Handlers: hA, ID: "relay-a", Observer: evA, Logger: logger(),
-		LeaseDuration: lease, HeartbeatInterval: heartbeat, RescueInterval: 100 * time.Millisecond,
-		PollInterval: 50 * time.Millisecond, RetentionInterval: -1, ShutdownTimeout: time.Second,
+		LeaseDuration: lease, HeartbeatInterval: heartbeat, RescueInterval: scaled(100 * time.Millisecond),
+		PollInterval: 50 * time.Millisecond, RetentionInterval: -1, ShutdownTimeout: scaled(time.Second),
 	})
 
 	var holds []int64
@@ -100,12 +124,24 @@ func TestStalledConnectionsLoseLeasesAndAreFenced(t *testing.T) {
 		holds = append(holds, enqueueOne(t, db.Pool, holdWork{N: i}), enqueueOne(t, db.Pool, holdTxWork{N: i}))
 	}
 	gate := enqueueOne(t, db.Pool, gateWork{})
-	for _, id := range append(holds, gate) {
-		evA.wait(t, fmt.Sprintf("A starts entry %d", id), entryKind(id, relay.EventStarted))
-	}
-	// Let at least one renewal pass, so the leases in the database and in
-	// A agree on their start.
-	time.Sleep(heartbeat + 100*time.Millisecond)
+	// A's handlers must be inside their bodies when the stall begins (a
+	// transactional one with its transaction open), not on their way
+	// there: on a loaded machine a handler's start can lag its
+	// EventStarted by a lot.
+	held := append(append([]int64(nil), holds...), gate)
+	waitUntil(t, "A's handlers of every entry to run", 10*time.Millisecond, func() bool { return log.allEntered(held) })
+	// Let at least one renewal of each lease pass, so the leases in the
+	// database and in A agree on their start.
+	claimed := leasesUntil(t, db.Pool, held)
+	waitUntil(t, "A's first renewal of every lease", 10*time.Millisecond, func() bool {
+		now := leasesUntil(t, db.Pool, held)
+		for id, until := range claimed {
+			if !now[id].After(until) {
+				return false
+			}
+		}
+		return true
+	})
 
 	stalledAt := time.Now()
 	px.stall()
@@ -124,14 +160,15 @@ func TestStalledConnectionsLoseLeasesAndAreFenced(t *testing.T) {
 	relay.Handle(hB, func(context.Context, *relay.Entry[gateWork]) error { return nil })
 	stopB := runRelay(t, openPool(t, db.URL, "relay-b", 10), relay.Config{
 		Handlers: hB, ID: "relay-b", Observer: evB, Logger: logger(),
-		LeaseDuration: lease, HeartbeatInterval: heartbeat, RescueInterval: 100 * time.Millisecond,
-		PollInterval: 50 * time.Millisecond, RetentionInterval: -1, ShutdownTimeout: time.Second,
+		LeaseDuration: lease, HeartbeatInterval: heartbeat, RescueInterval: scaled(100 * time.Millisecond),
+		PollInterval: 50 * time.Millisecond, RetentionInterval: -1, ShutdownTimeout: scaled(time.Second),
 	})
 
 	// A must give up every held entry about when its lease ends (the
 	// documented lag is up to one heartbeat), not whenever the outcome
-	// stuck in its completer times out.
-	limit := stalledAt.Add(2*lease + 3*time.Second)
+	// stuck in its completer times out. (The slack beyond the documented
+	// lag is for scheduling, and scales with the machine's load.)
+	limit := stalledAt.Add(2*lease + scaled(3*time.Second))
 	for _, id := range holds {
 		for {
 			log.mu.Lock()
@@ -143,7 +180,7 @@ func TestStalledConnectionsLoseLeasesAndAreFenced(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	for _, id := range holds {
+	for _, id := range held {
 		evB.wait(t, fmt.Sprintf("B starts entry %d", id), entryKind(id, relay.EventStarted))
 	}
 	log.mu.Lock()
@@ -161,7 +198,7 @@ func TestStalledConnectionsLoseLeasesAndAreFenced(t *testing.T) {
 
 	px.heal()
 	t.Logf("healed after %s", time.Since(stalledAt).Round(time.Millisecond))
-	for _, id := range append(holds, gate) {
+	for _, id := range held {
 		evB.wait(t, fmt.Sprintf("B completes entry %d", id), entryKind(id, relay.EventDone))
 		evA.wait(t, fmt.Sprintf("A's completion of entry %d rejected", id), entryKind(id, relay.EventFenced))
 	}
@@ -184,7 +221,7 @@ func TestStalledConnectionsLoseLeasesAndAreFenced(t *testing.T) {
 		_, startedB, _ := evB.find(entryKind(id, relay.EventStarted))
 		lag := log.cancelled[id].Sub(startedB)
 		lags = append(lags, lag)
-		if lag > heartbeat+time.Second {
+		if lag > heartbeat+scaled(time.Second) {
 			t.Errorf("entry %d: A's handler was cancelled %s after B started the entry; want at most about one heartbeat (%s)", id, lag.Round(time.Millisecond), heartbeat)
 		}
 		if _, _, ok := evA.find(entryKind(id, relay.EventLeaseLost)); !ok {
@@ -221,13 +258,14 @@ func TestDroppedAndPartitionedConnections(t *testing.T) {
 	viaProxy := strings.Replace(db.URL, fmt.Sprintf(":%d/", cluster(t).Port()), fmt.Sprintf(":%d/", px.port()), 1)
 	marks := openPool(t, db.URL, "marks", 8) // the handlers' "outside world" stays reachable
 
-	const lease = time.Second
+	logTimeScale(t)
+	lease := scaled(time.Second)
 	cfg := func(id string, h *relay.Handlers, obs relay.Observer, workers int) relay.Config {
 		return relay.Config{
 			Handlers: h, ID: id, Observer: obs, Logger: logger(),
 			Queues:        map[string]relay.QueueConfig{"default": {MaxWorkers: workers}},
-			LeaseDuration: lease, RescueInterval: 100 * time.Millisecond,
-			PollInterval: 50 * time.Millisecond, RetentionInterval: -1, ShutdownTimeout: 2 * time.Second,
+			LeaseDuration: lease, RescueInterval: scaled(100 * time.Millisecond),
+			PollInterval: 50 * time.Millisecond, RetentionInterval: -1, ShutdownTimeout: scaled(2 * time.Second),
 			RetryPolicy: noRetryDelay,
 		}
 	}
@@ -290,7 +328,11 @@ func TestDroppedAndPartitionedConnections(t *testing.T) {
 		return scalar[int64](t, db.Pool, `SELECT count(*) FROM runs r JOIN outbox_entries e ON e.id = r.entry_id
 			WHERE r.relay = 'relay-a' AND r.finished_at IS NULL AND (e.payload->>'n')::int >= 1000000`) > 0
 	}
+	giveUp := time.Now().Add(hangGuard())
 	for !holding() {
+		if time.Now().After(giveUp) {
+			t.Fatalf("A held none of the %d slow entries after %s", longN-1_000_000, hangGuard())
+		}
 		if _, err := outbox.Enqueue(ctx, db.Pool, runWork{N: longN, SleepUS: int(lease.Microseconds() * 3 / 2)}); err != nil {
 			t.Fatal(err)
 		}
@@ -324,7 +366,7 @@ func TestDroppedAndPartitionedConnections(t *testing.T) {
 	if effects != int64(txEntries) || distinct != effects {
 		t.Fatalf("%d effects for %d distinct entries; want exactly one for each of %d", effects, distinct, txEntries)
 	}
-	checkNoOverlap(t, db.Pool, false)
+	checkNoOverlap(t, db.Pool, false, evA, evB)
 	// A relay lost an entry if it saw its lease go, or if its outcome was
 	// rejected: when renewals fail until the lease has expired in the
 	// database, the outcome may be written (and fenced) before the relay's
@@ -373,11 +415,12 @@ func TestDroppedAndPartitionedConnections(t *testing.T) {
 
 // checkNoOverlap fails t if two runs of one entry overlapped in time, or
 // if a run never finished while no relay was killed (a killed relay's run
-// ends at the kill, unrecorded).
-func checkNoOverlap(t testing.TB, pool *pgxpool.Pool, killed bool) {
+// ends at the kill, unrecorded). evs, the in-process relays' events, if
+// any, describe the unfinished runs' entries.
+func checkNoOverlap(t testing.TB, pool *pgxpool.Pool, killed bool, evs ...*events) {
 	t.Helper()
 	if n := scalar[int64](t, pool, `SELECT count(*) FROM runs WHERE finished_at IS NULL`); n != 0 && !killed {
-		t.Errorf("%d runs never finished", n)
+		t.Errorf("%d runs never finished:\n%s", n, describeUnfinished(t, pool, evs))
 	}
 	rows, err := pool.Query(context.Background(), `
 		SELECT a.entry_id, a.relay, a.attempt, b.relay, b.attempt,
@@ -414,4 +457,64 @@ func enqueueOne(t testing.TB, pool *pgxpool.Pool, msg outbox.Message, opts ...ou
 		t.Fatal(err)
 	}
 	return res.ID
+}
+
+// describeUnfinished lists the runs that have no finish, with their
+// entry's state now and what the relays in evs reported about the entry.
+func describeUnfinished(t testing.TB, pool *pgxpool.Pool, evs []*events) string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `
+		SELECT r.run_id, r.entry_id, r.attempt, r.relay, r.started_at::time::text,
+		       e.state, e.attempt, coalesce(e.lease_owner, ''), coalesce(e.last_error, '')
+		FROM runs r JOIN outbox_entries e ON e.id = r.entry_id
+		WHERE r.finished_at IS NULL ORDER BY r.run_id LIMIT 20`)
+	if err != nil {
+		return err.Error()
+	}
+	type run struct {
+		RunID, EntryID      int64
+		Attempt             int32
+		Relay, Started      string
+		State               string
+		EntryAttempt        int32
+		LeaseOwner, LastErr string
+	}
+	runs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[run])
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, r := range runs {
+		fmt.Fprintf(&b, "run %d: entry %d attempt %d by %s, started %s; the entry is %s on attempt %d (lease owner %q, last error %q)\n",
+			r.RunID, r.EntryID, r.Attempt, r.Relay, r.Started, r.State, r.EntryAttempt, r.LeaseOwner, r.LastErr)
+		for i, e := range evs {
+			for _, line := range e.history(r.EntryID) {
+				fmt.Fprintf(&b, "  relay %c: %s\n", 'A'+i, line)
+			}
+		}
+	}
+	return b.String()
+}
+
+// leasesUntil returns the lease expiry of each of ids (zero when the entry
+// has none).
+func leasesUntil(t testing.TB, pool *pgxpool.Pool, ids []int64) map[int64]time.Time {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT id, lease_until FROM outbox_entries WHERE id = ANY($1)`, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[int64]time.Time{}
+	for rows.Next() {
+		var id int64
+		var until pgtype.Timestamptz
+		if err := rows.Scan(&id, &until); err != nil {
+			t.Fatal(err)
+		}
+		m[id] = until.Time
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

@@ -108,7 +108,9 @@ func openPool(t testing.TB, url, appName string, maxConns int32) *pgxpool.Pool {
 }
 
 // hangGuard bounds every wait; it catches hangs, it is not a timing
-// assertion.
+// assertion. It is not scaled: it must end a hung test well before go
+// test's own -timeout (10 minutes by default) ends the whole binary, and
+// minutes are plenty even on a loaded machine.
 func hangGuard() time.Duration {
 	if fullScale() {
 		return 30 * time.Minute
@@ -224,6 +226,25 @@ func (e *events) wait(t testing.TB, what string, pred func(relay.Event) bool) (r
 		return ok
 	})
 	return ev, at
+}
+
+// history describes the events of one entry, in order, for failure
+// messages.
+func (e *events) history(id int64) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for i, ev := range e.all {
+		if ev.EntryID != id {
+			continue
+		}
+		line := fmt.Sprintf("%s %s attempt %d", e.at[i].Format("15:04:05.000000"), ev.Kind, ev.Attempt)
+		if ev.Err != nil {
+			line += fmt.Sprintf(": %v", ev.Err)
+		}
+		out = append(out, line)
+	}
+	return out
 }
 
 func (e *events) count(pred func(relay.Event) bool) int {

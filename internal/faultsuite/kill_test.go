@@ -29,6 +29,7 @@ import (
 func TestRelayKilledAtRandomMoments(t *testing.T) {
 	n, kills, extWorkers := killEntries.get(t), killCount.get(t), killExtWorkers.get(t)
 	rng := seededRand(t)
+	logTimeScale(t)
 	db := newDB(t)
 	recv := newReceiver(t)
 	ctx := context.Background()
@@ -89,7 +90,7 @@ func TestRelayKilledAtRandomMoments(t *testing.T) {
 	cfg := childConfig{
 		URL: db.URL, MaxConns: 24,
 		Queues:  map[string]int{"default": 16, "ext": extWorkers},
-		LeaseMS: 1000, PollMS: 100,
+		LeaseMS: int(scaled(time.Second).Milliseconds()), PollMS: 100,
 		Tx: true, Runs: true, WebhookURL: recv.srv.URL, WebhookSecret: recv.secret,
 		WebhookOutcomeBeforeNext: true,
 	}

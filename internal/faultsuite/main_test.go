@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -96,6 +99,71 @@ var (
 )
 
 func fullScale() bool { return os.Getenv("TXOUTBOX_FAULT_FULL") == "1" }
+
+// Time scale. The suite's leases, heartbeats and the deadlines of its waits
+// are tuned for a machine whose cores are free; on a loaded one (CI next to
+// other jobs, a laptop building something else) a relay may be scheduled
+// too late to renew a lease it holds, which the tests count as a fault they
+// did not inject. So every such duration is multiplied by the time scale:
+// TXOUTBOX_FAULT_TIME_SCALE when set (a number from 1 to 1000), else half
+// the load average per CPU when the test binary starts, between 1 and
+// maxTimeScale. The assertions stay the same relative to the scaled
+// durations ("within a heartbeat of the lease's end"); only the clock they
+// are measured by is slower. Every test that uses it logs the scale it got.
+//
+// The waits themselves are conditions, so the scale is a margin, not what
+// makes the tests pass: the cut tests passed 16 runs of 16 at scale 1 on 2
+// CPUs with a load average of 9 to 20 (stress-ng --cpu 6 beside them), and
+// 10 of 10 at the automatic scale.
+const (
+	timeScaleEnv = "TXOUTBOX_FAULT_TIME_SCALE"
+	maxTimeScale = 4
+)
+
+var timeScaleOnce = sync.OnceValues(func() (float64, string) {
+	if s := os.Getenv(timeScaleEnv); s != "" {
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || f < 1 || f > 1000 {
+			return 1, fmt.Sprintf("%s=%q is not a number from 1 to 1000; using 1", timeScaleEnv, s)
+		}
+		return f, fmt.Sprintf("%s=%s", timeScaleEnv, s)
+	}
+	load, err := loadAverage()
+	if err != nil {
+		return 1, fmt.Sprintf("the load average is unknown (%v); set %s to scale", err, timeScaleEnv)
+	}
+	f := min(maxTimeScale, max(1, load/float64(2*runtime.NumCPU())))
+	f = math.Round(f*10) / 10
+	return f, fmt.Sprintf("load average %.1f on %d CPUs; %s overrides", load, runtime.NumCPU(), timeScaleEnv)
+})
+
+// timeScale returns the factor by which the suite's timing is stretched.
+func timeScale() float64 {
+	f, _ := timeScaleOnce()
+	return f
+}
+
+// scaled returns d stretched by the time scale.
+func scaled(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * timeScale())
+}
+
+// logTimeScale logs the time scale and where it came from.
+func logTimeScale(t testing.TB) {
+	t.Helper()
+	f, why := timeScaleOnce()
+	t.Logf("time scale %.1f (%s)", f, why)
+}
+
+// loadAverage returns the one-minute load average (Linux).
+func loadAverage() (float64, error) {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0, err
+	}
+	first, _, _ := strings.Cut(string(b), " ")
+	return strconv.ParseFloat(first, 64)
+}
 
 func (k knob) get(t testing.TB) int {
 	t.Helper()

@@ -2,8 +2,8 @@ package store_test
 
 // Benchmarks of the relay's two hot statements, one batch of 100 entries
 // per iteration, with the relay's default lease and handler options. They
-// need TXOUTBOX_TEST_DATABASE_URL (a role that may CREATE DATABASE) and
-// skip without it:
+// take their server from outboxtest, as the tests of the module do
+// (TXOUTBOX_TEST_DATABASE_URL, else a container, else local binaries):
 //
 //	go test -run '^$' -bench 'Claim|Complete' ./internal/store/
 //
@@ -15,7 +15,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -24,27 +23,28 @@ import (
 
 	"github.com/txoutbox/txoutbox/internal/scratchdb"
 	"github.com/txoutbox/txoutbox/internal/store"
+	"github.com/txoutbox/txoutbox/outbox/outboxtest"
 )
 
 const (
-	benchBatch   = 100          // entries per claim or completion, the relay's default claim batch
-	benchRefill  = 100          // batches written per refill
-	benchTopic   = "bench.noop" // the only topic in the table
-	benchLease   = 30 * time.Second
-	benchQueue   = "default"
-	benchOwner   = "store-bench"
-	benchDBEnv   = "TXOUTBOX_TEST_DATABASE_URL"
-	benchDBHints = "set " + benchDBEnv + " to a server where you may CREATE DATABASE"
+	benchBatch  = 100          // entries per claim or completion, the relay's default claim batch
+	benchRefill = 100          // batches written per refill
+	benchTopic  = "bench.noop" // the only topic in the table
+	benchLease  = 30 * time.Second
+	benchQueue  = "default"
+	benchOwner  = "store-bench"
 )
 
-// benchPool returns a pool on a scratch database, dropped when b ends, or
-// skips b when no server is configured.
+// TestMain stops the throwaway server outboxtest may start for the
+// benchmarks.
+func TestMain(m *testing.M) { outboxtest.Main(m) }
+
+// benchPool returns a pool on a scratch database, dropped when b ends, on
+// the server outboxtest finds (it fails b, as outboxtest does, when there
+// is none).
 func benchPool(b *testing.B) *pgxpool.Pool {
 	b.Helper()
-	url := os.Getenv(benchDBEnv)
-	if url == "" {
-		b.Skip("no database: " + benchDBHints)
-	}
+	url := outboxtest.AdminURL(b)
 	pool, drop, err := scratchdb.Create(context.Background(), url, "txoutbox_storebench")
 	if err != nil {
 		b.Fatal(err)
