@@ -336,7 +336,7 @@ func waitGroupTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 // back short unless that claim started after store.ProducersQuiet saw no
 // producer of the queue committing: every skipped entry is then visible to
 // it. While producers are committing, it asks again after a short pause
-// (1 ms, doubling up to quietRecheckMax) until none is.
+// (quietRecheckMin, doubling up to quietRecheckMax) until none is.
 func (r *Relay) claimLoop(ctx context.Context, q *queue) {
 	poll := time.NewTicker(r.cfg.PollInterval)
 	defer poll.Stop()
@@ -407,7 +407,7 @@ func (r *Relay) claimLoop(ctx context.Context, q *queue) {
 			freed = q.freed
 		}
 		if waiting {
-			pause = min(max(2*pause, time.Millisecond), quietRecheckMax, r.cfg.PollInterval)
+			pause = min(max(2*pause, quietRecheckMin), quietRecheckMax, r.cfg.PollInterval)
 			recheck.Reset(pause)
 		}
 		check = true
@@ -437,10 +437,17 @@ func txSlotsFor(maxConns, queues int, vacuums bool) int {
 	return max(1, maxConns-reserve)
 }
 
-// quietRecheckMax is the longest pause between two checks for producers
-// that are still committing. Only a transaction that holds its commit open
-// (SET CONSTRAINTS ALL IMMEDIATE, then a long wait) keeps a queue at it.
-const quietRecheckMax = 50 * time.Millisecond
+// quietRecheckMin and quietRecheckMax bound the pause between two checks
+// for producers that are still committing. The first pause is about a
+// commit's disk flush: under steady load producers are committing most of
+// the time, and asking every millisecond cost more than it found (their
+// notifications wake the queue anyway). Only a transaction that holds its
+// commit open (SET CONSTRAINTS ALL IMMEDIATE, then a long wait) keeps a
+// queue at the longest pause.
+const (
+	quietRecheckMin = 5 * time.Millisecond
+	quietRecheckMax = 50 * time.Millisecond
+)
 
 // claimRound hands back the entries of a lost claim if there are any, asks
 // whether producers of q are committing (when check is set; quiet is false
@@ -461,12 +468,7 @@ func (r *Relay) claimRound(ctx context.Context, q *queue, n int, check bool, unk
 				"queue", q.name, "entries", handed)
 		}
 	}
-	if check {
-		if quiet, err = store.ProducersQuiet(cctx, r.pool, q.name); err != nil {
-			return false, 0, false, err
-		}
-	}
-	got, more, err = r.claim(ctx, q, n)
+	got, more, quiet, err = r.claim(ctx, q, n, check)
 	if err != nil {
 		// The claim may have committed before its result was lost.
 		*unknown = true
@@ -482,14 +484,16 @@ var errClaimResultLost = errors.New("claim result lost (test)")
 const claimTimeout = 30 * time.Second
 
 // claim claims up to n entries and starts a handler for each. It returns
-// how many it claimed, and whether MaxClaimBytes cut the claim short.
-func (r *Relay) claim(ctx context.Context, q *queue, n int) (int, bool, error) {
+// how many it claimed, and whether MaxClaimBytes cut the claim short. With
+// check, the claim is preceded, in the same round trip, by the question
+// whether producers of q are committing, and quiet is the answer.
+func (r *Relay) claim(ctx context.Context, q *queue, n int, check bool) (got int, more, quiet bool, err error) {
 	// The claim commits on its own; it is not cancelled by shutdown halfway,
 	// so that no entry ends up leased by a relay that never learned of it.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
 	defer cancel()
 	claimStart := time.Now() // leases run from before the claim, on the safe side
-	claimed, more, err := store.Claim(cctx, r.pool, store.ClaimParams{
+	params := store.ClaimParams{
 		Queue:       q.name,
 		Topics:      r.topics,
 		Limit:       n,
@@ -502,15 +506,21 @@ func (r *Relay) claim(ctx context.Context, q *queue, n int) (int, bool, error) {
 		MaxPayloadBytes: r.cfg.MaxPayloadBytes,
 		MaxHeadersBytes: outbox.MaxHeadersBytes,
 		MaxBytes:        int64(r.cfg.MaxClaimBytes),
-	})
+	}
+	var claimed []store.Claimed
+	if check {
+		claimed, more, quiet, err = store.ClaimAfterCheck(cctx, r.pool, params)
+	} else {
+		claimed, more, err = store.Claim(cctx, r.pool, params)
+	}
 	if err != nil {
-		return 0, false, err
+		return 0, false, false, err
 	}
 	if len(claimed) == 0 {
-		return 0, false, nil
+		return 0, false, quiet, nil
 	}
 	if r.loseClaimResult != nil && r.loseClaimResult() {
-		return 0, false, errClaimResultLost
+		return 0, false, false, errClaimResultLost
 	}
 	r.observe(Event{Kind: EventClaimed, Queue: q.name, Count: len(claimed)})
 	for i := range claimed {
@@ -521,5 +531,5 @@ func (r *Relay) claim(ctx context.Context, q *queue, n int) (int, bool, error) {
 		// Shutting down: give it back untouched.
 		q.jobs <- job{claimed: c, lease: le, handBack: ctx.Err() != nil}
 	}
-	return len(claimed), more, nil
+	return len(claimed), more, quiet, nil
 }

@@ -70,12 +70,16 @@ RETURNING e.id, e.topic, e.key, e.ordering_key, e.queue, e.priority,
 // is between the start of its commit and the moment its entries become
 // visible: the schema's trigger (version 5) holds advisory lock (7310533,
 // hashtext(queue)) in shared mode for that span, and an exclusive try-lock
-// succeeds only when nobody holds it. The lock is released when the
-// statement's own transaction ends, at once; a producer that asks for it
-// meanwhile waits for that instant only. A claim that starts after this
-// returned true sees every entry of a producer that skipped its
+// succeeds only when nobody holds it. The lock is taken at session level and
+// released within the statement (CASE evaluates the unlock only after the
+// lock was got), so it is held for no longer than the statement even when
+// the statement shares an implicit transaction with the claim that follows
+// it in a pipeline, and nothing is left on a pooled session; a producer that
+// asks for it meanwhile waits for that instant only. A claim that starts
+// after this returned true sees every entry of a producer that skipped its
 // notification because an earlier one was notifying (docs/schema.md).
-const sqlProducersQuiet = `SELECT pg_try_advisory_xact_lock(7310533, hashtext($1::text))`
+const sqlProducersQuiet = `SELECT CASE WHEN pg_try_advisory_lock(7310533, hashtext($1::text))
+	THEN pg_advisory_unlock(7310533, hashtext($1::text)) ELSE false END`
 
 // sqlHandBackUnknown returns to pending the running entries of queue $1
 // leased under owner $2 other than ids $3: after a claim whose result the

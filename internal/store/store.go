@@ -96,11 +96,51 @@ const customPlan = pgx.QueryExecModeCacheDescribe
 // statement itself) and returns them. more reports that p.MaxBytes cut the
 // claim short: it picked more runnable entries than it returns.
 func Claim(ctx context.Context, db DBTX, p ClaimParams) (claimed []Claimed, more bool, err error) {
-	rows, err := db.Query(ctx, sqlClaim, p.Queue, p.Topics, p.Now, p.Limit, micros(p.Lease), p.Owner, p.BlockOnDead, p.ProbeKeys,
-		p.MaxPayloadBytes, p.MaxHeadersBytes, p.MaxBytes)
+	rows, err := db.Query(ctx, sqlClaim, claimArgs(p)...)
 	if err != nil {
 		return nil, false, fmt.Errorf("claim: %w", err)
 	}
+	return collectClaimed(rows)
+}
+
+// Batcher sends statements in one round trip; *pgxpool.Pool and *pgx.Conn
+// are Batchers.
+type Batcher interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// ClaimAfterCheck asks whether producers of p.Queue are committing
+// (ProducersQuiet) and then claims as Claim does, the two statements sent
+// in one round trip: quiet reports what the check found, before the claim
+// started.
+func ClaimAfterCheck(ctx context.Context, db Batcher, p ClaimParams) (claimed []Claimed, more, quiet bool, err error) {
+	b := &pgx.Batch{}
+	b.Queue(sqlProducersQuiet, p.Queue)
+	b.Queue(sqlClaim, claimArgs(p)...)
+	br := db.SendBatch(ctx, b)
+	defer func() {
+		if cerr := br.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("claim: %w", cerr)
+		}
+	}()
+	if err := br.QueryRow().Scan(&quiet); err != nil {
+		return nil, false, false, fmt.Errorf("check for committing producers: %w", err)
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, false, false, fmt.Errorf("claim: %w", err)
+	}
+	claimed, more, err = collectClaimed(rows)
+	return claimed, more, quiet, err
+}
+
+func claimArgs(p ClaimParams) []any {
+	return []any{p.Queue, p.Topics, p.Now, p.Limit, micros(p.Lease), p.Owner, p.BlockOnDead, p.ProbeKeys,
+		p.MaxPayloadBytes, p.MaxHeadersBytes, p.MaxBytes}
+}
+
+// collectClaimed reads a claim's rows, in the order the relay starts them.
+func collectClaimed(rows pgx.Rows) (claimed []Claimed, more bool, err error) {
 	var picked int64
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Claimed, error) {
 		var c Claimed
