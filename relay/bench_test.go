@@ -5,8 +5,9 @@ package relay_test
 //	go test -run '^$' -bench 'Drain|CommitToStart' -benchtime 1x -count 3 ./relay/
 //
 // Both use the default relay configuration (only Handlers, Logger and an
-// Observer are set) and need TXOUTBOX_TEST_DATABASE_URL. Knobs, all
-// optional:
+// Observer are set) and get their server as every test does (outboxtest:
+// TXOUTBOX_TEST_DATABASE_URL, a container or the local server binaries).
+// Knobs, all optional:
 //
 //	TXOUTBOX_BENCH_DRAIN_N   entries per BenchmarkDrain iteration (20000)
 //	TXOUTBOX_BENCH_RATE      entries/s offered by BenchmarkCommitToStart (500)
