@@ -192,8 +192,10 @@ func TestTransactionalHandlersLeaveConnectionsForRenewals(t *testing.T) {
 		}
 	})
 	cfg := fastConfig(h, ev)
-	cfg.LeaseDuration = 600 * time.Millisecond
-	cfg.HeartbeatInterval = 200 * time.Millisecond
+	// Leases short enough that starved renewals lose them within the test,
+	// long enough that a busy CPU alone does not.
+	cfg.LeaseDuration = 3 * time.Second
+	cfg.HeartbeatInterval = time.Second
 	startRelay(t, pool, cfg)
 	var ids []int64
 	for i := range 6 {
@@ -208,7 +210,7 @@ func TestTransactionalHandlersLeaveConnectionsForRenewals(t *testing.T) {
 		if n := ev.count(relay.EventLeaseLost); n > 0 {
 			t.Fatalf("%d leases lost while the handlers held the pool", n)
 		}
-		return scalar[bool](t, db.Pool, `SELECT coalesce(bool_and(lease_until > $1::timestamptz + interval '1200 milliseconds'), false)
+		return scalar[bool](t, db.Pool, `SELECT coalesce(bool_and(lease_until > $1::timestamptz + interval '2 seconds'), false)
 			FROM outbox_entries WHERE state = 'running'`, first)
 	})
 	close(release)
@@ -287,7 +289,7 @@ func TestWaitingForATransactionalSlotCostsNoAttempt(t *testing.T) {
 		}
 		return nil
 	})
-	const timeout = 300 * time.Millisecond
+	const timeout = time.Second // long enough for a healthy attempt on a loaded machine
 	cfg := fastConfig(h, ev)
 	cfg.HandlerTimeout = timeout
 	startRelay(t, pool, cfg)
