@@ -169,18 +169,7 @@ func Replay(ctx context.Context, q Querier, s Selection) (int64, error) {
 // Discard deletes the selected dead entries for good. Entries that are not
 // dead are left alone. It returns how many were deleted.
 func Discard(ctx context.Context, q Querier, s Selection) (int64, error) {
-	if err := checkQuerier(q); err != nil {
-		return 0, err
-	}
-	args, err := s.args()
-	if err != nil {
-		return 0, err
-	}
-	var n int64
-	if err := q.QueryRow(ctx, sqlDiscard, args...).Scan(&n); err != nil {
-		return 0, wrapDBError("discard", err)
-	}
-	return n, nil
+	return countSelected(ctx, q, s, "discard", sqlDiscard)
 }
 
 // CountDead counts the dead entries a selection names, without changing
@@ -188,6 +177,12 @@ func Discard(ctx context.Context, q Querier, s Selection) (int64, error) {
 // validates the selection as they do: an empty or contradictory one is an
 // ErrInvalid error (*InvalidError with Field "selection").
 func CountDead(ctx context.Context, q Querier, s Selection) (int64, error) {
+	return countSelected(ctx, q, s, "count dead", sqlCountDead)
+}
+
+// countSelected runs query, a statement over the dead entries s selects
+// that returns one count, after checking q and s.
+func countSelected(ctx context.Context, q Querier, s Selection, op, query string) (int64, error) {
 	if err := checkQuerier(q); err != nil {
 		return 0, err
 	}
@@ -196,8 +191,8 @@ func CountDead(ctx context.Context, q Querier, s Selection) (int64, error) {
 		return 0, err
 	}
 	var n int64
-	if err := q.QueryRow(ctx, sqlCountDead, args...).Scan(&n); err != nil {
-		return 0, wrapDBError("count dead", err)
+	if err := q.QueryRow(ctx, query, args...).Scan(&n); err != nil {
+		return 0, wrapDBError(op, err)
 	}
 	return n, nil
 }
