@@ -168,17 +168,7 @@ func TestOversizedRowsAreDeadLetteredWithoutStallingTheQueue(t *testing.T) {
 func TestTransactionalHandlersLeaveConnectionsForRenewals(t *testing.T) {
 	t.Parallel()
 	db := outboxtest.New(t)
-	ctx := context.Background()
-	pcfg, err := pgxpool.ParseConfig(db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pcfg.MaxConns = 4 // one queue and the relay's own three: one transactional handler at once
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := smallPool(t, db.URL, 4) // one queue and the relay's own three: one transactional handler at once
 
 	release := make(chan struct{})
 	ev := newEvents()
@@ -264,17 +254,7 @@ func (padded) Topic() string { return "test.padded" }
 func TestWaitingForATransactionalSlotCostsNoAttempt(t *testing.T) {
 	t.Parallel()
 	db := outboxtest.New(t)
-	ctx := context.Background()
-	pcfg, err := pgxpool.ParseConfig(db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pcfg.MaxConns = 4 // one queue and the relay's own three: one slot
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := smallPool(t, db.URL, 4) // one queue and the relay's own three: one slot
 	release := make(chan struct{})
 	var running atomic.Int32
 	ev := newEvents()
@@ -317,4 +297,21 @@ func TestWaitingForATransactionalSlotCostsNoAttempt(t *testing.T) {
 			t.Errorf("entry %d done on attempt %d; want 1", id, e.Attempt)
 		}
 	}
+}
+
+// smallPool is a pool of maxConns connections on url, closed when the test
+// ends.
+func smallPool(t *testing.T, url string, maxConns int32) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = maxConns
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }

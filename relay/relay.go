@@ -333,7 +333,7 @@ func waitGroupTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 // notifying skip their own notification (schema version 5, docs/schema.md),
 // and their entries may become visible only after the claim that answered
 // the wake-up. So the loop never goes back to sleep on a claim that came
-// back short unless that claim started after store.ProducersQuiet saw no
+// back short unless that claim started after store.ClaimAfterCheck saw no
 // producer of the queue committing: every skipped entry is then visible to
 // it. While producers are committing, it asks again after a short pause
 // (quietRecheckMin, doubling up to quietRecheckMax) until none is.

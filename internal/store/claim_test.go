@@ -75,16 +75,19 @@ func TestClaimMeasuresAndBudgetsBytes(t *testing.T) {
 	}
 }
 
-// ProducersQuiet is false exactly while a transaction that inserted
-// entries of the queue is committing (holds the schema's shared commit
-// lock), and only for that queue.
-func TestProducersQuiet(t *testing.T) {
+// ClaimAfterCheck's quiet is false exactly while a transaction that
+// inserted entries of the queue is committing (holds the schema's shared
+// commit lock), and only for that queue.
+func TestClaimAfterCheckSeesCommittingProducers(t *testing.T) {
 	t.Parallel()
 	db := outboxtest.New(t)
 	ctx := context.Background()
 	quiet := func(queue string) bool {
 		t.Helper()
-		q, err := store.ProducersQuiet(ctx, db.Pool, queue)
+		// A topic nobody enqueues: the claim after the check takes nothing.
+		_, _, q, err := store.ClaimAfterCheck(ctx, db.Pool, store.ClaimParams{
+			Queue: queue, Topics: []string{"no.such.topic"}, Limit: 1, Lease: time.Minute, Owner: "test",
+		})
 		if err != nil {
 			t.Fatal(err)
 		}

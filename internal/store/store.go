@@ -109,10 +109,13 @@ type Batcher interface {
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
-// ClaimAfterCheck asks whether producers of p.Queue are committing
-// (ProducersQuiet) and then claims as Claim does, the two statements sent
-// in one round trip: quiet reports what the check found, before the claim
-// started.
+// ClaimAfterCheck asks whether producers of p.Queue are committing and then
+// claims as Claim does, the two statements sent in one round trip: quiet
+// reports that no transaction that inserted entries of the queue was
+// between the start of its commit and the moment its entries became
+// visible when the check ran, before the claim started. The claim then sees
+// the entries of every producer that skipped its notification before the
+// check (schema version 5, docs/schema.md).
 func ClaimAfterCheck(ctx context.Context, db Batcher, p ClaimParams) (claimed []Claimed, more, quiet bool, err error) {
 	b := &pgx.Batch{}
 	b.Queue(sqlProducersQuiet, p.Queue)
@@ -158,19 +161,6 @@ func collectClaimed(rows pgx.Rows) (claimed []Claimed, more bool, err error) {
 		return cmp.Or(cmp.Compare(b.Priority, a.Priority), a.RunAt.Compare(b.RunAt), cmp.Compare(a.ID, b.ID))
 	})
 	return out, picked > int64(len(out)), nil
-}
-
-// ProducersQuiet reports whether no transaction that inserted entries of
-// queue is committing right now (between the start of its commit and the
-// moment its entries become visible). A claim that starts after it returned
-// true sees the entries of every producer that skipped its notification
-// before the call. It needs schema version 5.
-func ProducersQuiet(ctx context.Context, db DBTX, queue string) (bool, error) {
-	var quiet bool
-	if err := db.QueryRow(ctx, sqlProducersQuiet, queue).Scan(&quiet); err != nil {
-		return false, fmt.Errorf("check for committing producers: %w", err)
-	}
-	return quiet, nil
 }
 
 // HandBackUnknown returns to pending, without counting the attempt, the
