@@ -435,6 +435,52 @@ func TestConstraintsRejectBadRows(t *testing.T) {
 	}
 }
 
+// TestPlainSQLDeduplicationWithoutConflictTarget runs the deduplicating
+// insert docs/schema.md gives plain-SQL producers, in the target-less form
+// that also works on the partitioned layout of docs/storage.md: a second
+// insert of a topic and key inserts nothing and returns no id.
+func TestPlainSQLDeduplicationWithoutConflictTarget(t *testing.T) {
+	t.Parallel()
+	s := newScratch(t)
+	up(t, s.db)
+	conn := s.conn(t)
+	ctx := context.Background()
+
+	const insert = `INSERT INTO outbox_entries (topic, key, payload)
+		VALUES ('email.welcome', 'welcome:42', '{"user_id":42}')
+		ON CONFLICT DO NOTHING
+		RETURNING id`
+	var first int64
+	if err := conn.QueryRow(ctx, insert).Scan(&first); err != nil {
+		t.Fatalf("first insert: %v", err)
+	}
+	rows, err := conn.Query(ctx, insert)
+	if err != nil {
+		t.Fatalf("second insert: %v", err)
+	}
+	var again []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		again = append(again, id)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("second insert: %v", err)
+	}
+	if len(again) != 0 {
+		t.Errorf("second insert returned ids %v, want none", again)
+	}
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM outbox_entries WHERE topic = 'email.welcome' AND key = 'welcome:42'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("%d entries for the key, want 1 (entry %d)", n, first)
+	}
+}
+
 // Version 5 makes the database refuse headers that are not an object of
 // strings. Entries written before it that the relay will still update
 // (pending, running, dead) are converted by the migration, so that no

@@ -17,7 +17,7 @@ WITH ins AS (
 		$4::text, $5::text, $6::smallint, $7::int,
 		coalesce($8::timestamptz, now() + $9::bigint * interval '1 microsecond'),
 		$10::jsonb)
-	ON CONFLICT (topic, key) DO NOTHING
+	ON CONFLICT DO NOTHING
 	RETURNING id
 )
 SELECT coalesce(
@@ -46,7 +46,7 @@ ins AS (
 		(topic, payload, key, key_generated, ordering_key, queue, priority, max_attempts, run_at, headers)
 	SELECT topic, payload, key, key_generated, ordering_key, queue, priority, max_attempts, run_at, headers
 	FROM input ORDER BY ord
-	ON CONFLICT (topic, key) DO NOTHING
+	ON CONFLICT DO NOTHING
 	RETURNING id, topic, key
 ),
 firsts AS (
