@@ -30,6 +30,31 @@ type completion struct {
 // lease gone; everything it wrote was rolled back.
 var errFenced = errors.New("lease lost before completion; rolled back")
 
+// job is one claimed entry for a worker: run it, or hand it back.
+type job struct {
+	claimed  *store.Claimed
+	lease    *leaseEntry
+	handBack bool
+}
+
+// work runs q's jobs until the channel closes. Long-lived workers keep
+// their grown stacks; a goroutine per entry paid for growing one each time.
+func (r *Relay) work(q *queue) {
+	for j := range q.jobs {
+		switch {
+		case j.handBack || r.stopping.Load(): // not started: give it back
+			r.handBack(q, j.claimed, j.lease)
+		case j.lease.ctx.Err() != nil:
+			// Lost while it waited for a worker (claimed ahead behind a
+			// slow handler): another relay may be running it now.
+			r.leases.remove(j.lease)
+			r.release(q)
+		default:
+			r.execute(q, j.claimed, j.lease)
+		}
+	}
+}
+
 // execute runs one claimed entry and submits its outcome.
 func (r *Relay) execute(q *queue, c *store.Claimed, le *leaseEntry) {
 	defer r.release(q)
