@@ -56,7 +56,13 @@ func (r *Relay) flush(batch []completion, final bool) {
 		applied, err := r.completeBatch(batch)
 		if err == nil {
 			r.observe(Event{Kind: EventOutcomesWritten, Count: len(batch)})
-			r.settleBatch(batch, applied)
+			for i := range batch {
+				how := outcomeApplied
+				if !applied[batch[i].out.ID] {
+					how = outcomeFenced
+				}
+				r.settle(&batch[i], how)
+			}
 			return
 		}
 		r.observe(Event{Kind: EventError, Count: len(batch), Err: err})
@@ -64,9 +70,8 @@ func (r *Relay) flush(batch []completion, final bool) {
 		if final && time.Now().After(deadline) {
 			r.log.Error("txoutbox: giving up on outcomes at shutdown; their leases will expire and the entries run again",
 				"count", len(batch))
-			for _, c := range batch {
-				r.leases.remove(c.lease)
-				c.signalWritten()
+			for i := range batch {
+				r.settle(&batch[i], outcomeNotWritten)
 			}
 			return
 		}
@@ -76,7 +81,8 @@ func (r *Relay) flush(batch []completion, final bool) {
 }
 
 // completeBatch writes the outcomes and, under the same lock as renewals,
-// releases their leases, so a renewal never sees a settled entry as lost.
+// marks their leases finishing, so a renewal never sees a written entry as
+// lost before settle removes its lease.
 func (r *Relay) completeBatch(batch []completion) (map[int64]bool, error) {
 	outs := make([]store.Outcome, len(batch))
 	for i, c := range batch {
@@ -91,26 +97,54 @@ func (r *Relay) completeBatch(batch []completion) (map[int64]bool, error) {
 		return nil, err
 	}
 	for _, c := range batch {
-		r.leases.remove(c.lease)
+		r.leases.setFinishing(c.lease)
 	}
 	return applied, nil
 }
 
-// settleBatch reports each outcome, releases its lease and wakes queues
-// that may have new work.
-func (r *Relay) settleBatch(batch []completion, applied map[int64]bool) {
-	for _, c := range batch {
+// outcomeWrite says what became of an attempt's outcome; settle acts on it.
+type outcomeWrite int
+
+const (
+	// outcomeApplied: the outcome was written and changed the entry, by
+	// the completer or in a transactional handler's transaction.
+	outcomeApplied outcomeWrite = iota + 1
+	// outcomeFenced: the write was rejected, because the lease was lost
+	// and the entry belongs to another attempt; nothing changed.
+	outcomeFenced
+	// outcomeNotWritten: nothing was or will be written: the lease was
+	// lost before the handler ran, or the outcome was given up at
+	// shutdown. The lease expires and the entry runs again; the loss was
+	// reported when it happened (EventLeaseLost, EventError).
+	outcomeNotWritten
+)
+
+// settle is the one exit of a claimed entry. Every path ends here once it
+// is known whether its outcome was written: a batched outcome (done, retry,
+// dead, skipped, handed back), a transactional attempt that committed its
+// own completion or was fenced off inside its transaction, a lease lost
+// before the handler ran, and an outcome given up at shutdown. It drops
+// the lease, reports the outcome, releases a worker waiting for it
+// (WithOutcomeBeforeNext) and wakes the queue when the outcome may make
+// work runnable soon. Outcome notifications (outbox.ProgressChannel) are
+// sent by the statements that write them. The worker's slot is not freed
+// here but by the worker when it moves on (work): with batched outcomes
+// that is before the write.
+func (r *Relay) settle(c *completion, how outcomeWrite) {
+	r.leases.remove(c.lease)
+	switch how {
+	case outcomeApplied:
+		r.observe(c.event)
+	case outcomeFenced:
 		ev := c.event
-		if !applied[c.out.ID] {
-			ev.Kind = EventFenced
-			r.log.Info("txoutbox: outcome rejected: the lease was lost and the entry belongs to another attempt",
-				"topic", c.claimed.Topic, "entry", c.out.ID, "attempt", c.claimed.EffectiveAttempt())
-		}
+		ev.Kind = EventFenced
+		r.log.Info("txoutbox: outcome rejected: the lease was lost and the entry belongs to another attempt",
+			"topic", c.claimed.Topic, "entry", c.out.ID, "attempt", c.claimed.EffectiveAttempt())
 		r.observe(ev)
-		c.signalWritten()
-		if applied[c.out.ID] {
-			r.wakeAfter(c.queue, c.claimed, c.out.Delay, c.out.State)
-		}
+	}
+	c.signalWritten()
+	if how == outcomeApplied {
+		r.wakeAfter(c.queue, c.claimed, c.out.Delay, c.out.State)
 	}
 }
 

@@ -37,27 +37,28 @@ type job struct {
 	handBack bool
 }
 
-// work runs q's jobs until the channel closes. Long-lived workers keep
-// their grown stacks; a goroutine per entry paid for growing one each time.
+// work runs q's jobs until the channel closes, freeing a slot of q after
+// each. Long-lived workers keep their grown stacks; a goroutine per entry
+// paid for growing one each time.
 func (r *Relay) work(q *queue) {
 	for j := range q.jobs {
 		switch {
 		case j.handBack || r.stopping.Load(): // not started: give it back
-			r.handBack(q, j.claimed, j.lease)
+			r.submit(handBackOf(q, j.claimed, j.lease))
 		case j.lease.ctx.Err() != nil:
 			// Lost while it waited for a worker (claimed ahead behind a
 			// slow handler): another relay may be running it now.
-			r.leases.remove(j.lease)
-			r.release(q)
+			r.settle(&completion{lease: j.lease, queue: q, claimed: j.claimed}, outcomeNotWritten)
 		default:
 			r.execute(q, j.claimed, j.lease)
 		}
+		r.release(q)
 	}
 }
 
-// execute runs one claimed entry and submits its outcome.
+// execute runs one claimed entry and submits its outcome, or settles it
+// when a transactional handler's transaction decided it.
 func (r *Relay) execute(q *queue, c *store.Claimed, le *leaseEntry) {
-	defer r.release(q)
 	h := r.cfg.Handlers.byTopic[c.Topic]
 	base := Event{Queue: c.Queue, Topic: c.Topic, EntryID: c.ID, Attempt: c.EffectiveAttempt()}
 
@@ -88,18 +89,12 @@ func (r *Relay) execute(q *queue, c *store.Claimed, le *leaseEntry) {
 			defer func() { <-r.txSlots }()
 		case <-le.ctx.Done():
 			if errors.Is(context.Cause(le.ctx), ErrShutdown) || r.stopping.Load() {
-				r.submit(completion{
-					out:     store.Outcome{ID: c.ID, Attempt: c.Attempt, State: store.StatePending, Handback: true},
-					lease:   le,
-					queue:   q,
-					claimed: c,
-					event:   Event{Kind: EventHandedBack, Queue: c.Queue, Topic: c.Topic, EntryID: c.ID, Attempt: c.EffectiveAttempt()},
-				})
+				r.submit(handBackOf(q, c, le))
 				return
 			}
 			// The lease was lost while it waited: another relay may run
 			// it now, and nothing ran here.
-			r.leases.remove(le)
+			r.settle(&completion{lease: le, queue: q, claimed: c}, outcomeNotWritten)
 			return
 		}
 	}
@@ -125,25 +120,8 @@ func (r *Relay) execute(q *queue, c *store.Claimed, le *leaseEntry) {
 		var finished bool
 		finished, err = r.runTx(ctx, h, run, le, dedupe)
 		base.Duration = time.Since(start)
-		if finished {
-			r.leases.remove(le)
-			e := base
-			e.Kind = EventDone
-			if errors.Is(err, errSkipped) {
-				e.Kind = EventSkipped
-			}
-			endAttempt(end, e.Kind, nil)
-			r.observe(e)
-			r.wakeAfter(q, c, 0, store.StateDone)
-			return
-		}
-		if errors.Is(err, errFenced) {
-			r.leases.remove(le)
-			e := base
-			e.Kind = EventFenced
-			e.Err = err
-			endAttempt(end, e.Kind, err)
-			r.observe(e)
+		if finished || errors.Is(err, errFenced) {
+			r.settleTx(q, c, le, err, base, end)
 			return
 		}
 	} else {
@@ -164,6 +142,33 @@ func (r *Relay) execute(q *queue, c *store.Claimed, le *leaseEntry) {
 	}
 }
 
+// settleTx settles a transactional attempt whose outcome its own
+// transaction decided: the completion committed with the handler's writes
+// (err nil, or errSkipped when the key was already processed), or it was
+// fenced off and everything rolled back (errFenced). Nothing is left for
+// the completer.
+func (r *Relay) settleTx(q *queue, c *store.Claimed, le *leaseEntry, err error, ev Event, end func(string, error)) {
+	comp := completion{
+		out:     store.Outcome{ID: c.ID, Attempt: c.Attempt, State: store.StateDone},
+		lease:   le,
+		queue:   q,
+		claimed: c,
+		event:   ev,
+	}
+	how := outcomeApplied
+	switch {
+	case errors.Is(err, errFenced):
+		comp.event.Kind, comp.event.Err = EventFenced, err
+		how = outcomeFenced
+	case errors.Is(err, errSkipped):
+		comp.event.Kind = EventSkipped
+	default:
+		comp.event.Kind = EventDone
+	}
+	endAttempt(end, comp.event.Kind, comp.event.Err)
+	r.settle(&comp, how)
+}
+
 // release frees q's worker slot.
 func (r *Relay) release(q *queue) {
 	<-q.slots
@@ -171,16 +176,16 @@ func (r *Relay) release(q *queue) {
 	r.inflight.Done()
 }
 
-// handBack returns an entry claimed during shutdown without running it.
-func (r *Relay) handBack(q *queue, c *store.Claimed, le *leaseEntry) {
-	defer r.release(q)
-	r.submit(completion{
+// handBackOf is the outcome of an entry that did not run because the relay
+// is stopping: back to pending, the attempt not counted.
+func handBackOf(q *queue, c *store.Claimed, le *leaseEntry) completion {
+	return completion{
 		out:     store.Outcome{ID: c.ID, Attempt: c.Attempt, State: store.StatePending, Handback: true},
 		lease:   le,
 		queue:   q,
 		claimed: c,
 		event:   Event{Kind: EventHandedBack, Queue: c.Queue, Topic: c.Topic, EntryID: c.ID, Attempt: c.EffectiveAttempt()},
-	})
+	}
 }
 
 // invoke calls the handler, turning a panic into a *PanicError.
@@ -321,12 +326,13 @@ func truncate(s string) string {
 }
 
 // submit hands an outcome to the completer; if the completer has already
-// stopped (a handler that outlived shutdown), the outcome is dropped and the
-// lease will expire.
+// stopped (a handler that outlived shutdown), the outcome is settled as not
+// written and the lease will expire.
 func (r *Relay) submit(c completion) {
 	select {
 	case r.completions <- c:
 	case <-r.completerDone:
+		r.settle(&c, outcomeNotWritten)
 	}
 }
 

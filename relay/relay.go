@@ -45,7 +45,8 @@ type Relay struct {
 	completerDone chan struct{}
 	inflight      sync.WaitGroup
 	// writeMu keeps lease renewal apart from outcome writes: a renewal
-	// never sees an entry settled under it.
+	// never sees an entry written under it, and the written entries'
+	// leases are out of renewal (finishing) before it runs again.
 	writeMu sync.Mutex
 
 	// loseClaimResult, set by tests only (export_test.go), drops the result
