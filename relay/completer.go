@@ -7,6 +7,31 @@ import (
 	"github.com/txoutbox/txoutbox/internal/store"
 )
 
+// completion is a claimed entry's outcome: on its way to the completer, or
+// already decided in a transactional handler's transaction (settleTx), or
+// empty but for the lease when the entry never ran (settle).
+type completion struct {
+	out     store.Outcome
+	lease   *leaseEntry
+	queue   *queue
+	claimed *store.Claimed
+	event   Event // emitted once the outcome is written (settle)
+	// written, when not nil, is closed once the outcome was written (or
+	// given up on): the worker waits for it (WithOutcomeBeforeNext).
+	written chan struct{}
+}
+
+// submit hands an outcome to the completer; if the completer has already
+// stopped (a handler that outlived shutdown), the outcome is settled as not
+// written and the lease will expire.
+func (r *Relay) submit(c completion) {
+	select {
+	case r.completions <- c:
+	case <-r.completerDone:
+		r.settle(&c, outcomeNotWritten)
+	}
+}
+
 // completerLoop writes outcomes in batches: it takes whatever has queued up
 // (up to CompleteBatchSize) in one statement, so the batch grows with load
 // and a lone outcome is written at once.
@@ -152,5 +177,23 @@ func (r *Relay) settle(c *completion, how outcomeWrite) {
 func (c *completion) signalWritten() {
 	if c.written != nil {
 		close(c.written)
+	}
+}
+
+// wakeAfter nudges the entry's queue when its outcome may make more work
+// runnable soon: the next entry of its ordering key, or a near retry.
+func (r *Relay) wakeAfter(q *queue, c *store.Claimed, delay time.Duration, state string) {
+	if q == nil {
+		return
+	}
+	switch {
+	case state == store.StatePending && delay < r.cfg.PollInterval:
+		if delay <= 0 {
+			q.signal(q.wake)
+			return
+		}
+		time.AfterFunc(delay, func() { q.signal(q.wake) })
+	case c.OrderingKey != nil:
+		q.signal(q.wake)
 	}
 }

@@ -14,18 +14,6 @@ import (
 // maxErrorLen bounds the error text stored in last_error.
 const maxErrorLen = 4096
 
-// completion is an attempt's outcome on its way to the completer.
-type completion struct {
-	out     store.Outcome
-	lease   *leaseEntry
-	queue   *queue
-	claimed *store.Claimed
-	event   Event // emitted once the outcome is written
-	// written, when not nil, is closed once the outcome was written (or
-	// given up on): the worker waits for it (WithOutcomeBeforeNext).
-	written chan struct{}
-}
-
 // errFenced reports that a transactional handler's completion found its
 // lease gone; everything it wrote was rolled back.
 var errFenced = errors.New("lease lost before completion; rolled back")
@@ -323,35 +311,6 @@ func truncate(s string) string {
 		return s
 	}
 	return s[:maxErrorLen-3] + "..."
-}
-
-// submit hands an outcome to the completer; if the completer has already
-// stopped (a handler that outlived shutdown), the outcome is settled as not
-// written and the lease will expire.
-func (r *Relay) submit(c completion) {
-	select {
-	case r.completions <- c:
-	case <-r.completerDone:
-		r.settle(&c, outcomeNotWritten)
-	}
-}
-
-// wakeAfter nudges the entry's queue when its outcome may make more work
-// runnable soon: the next entry of its ordering key, or a near retry.
-func (r *Relay) wakeAfter(q *queue, c *store.Claimed, delay time.Duration, state string) {
-	if q == nil {
-		return
-	}
-	switch {
-	case state == store.StatePending && delay < r.cfg.PollInterval:
-		if delay <= 0 {
-			q.signal(q.wake)
-			return
-		}
-		time.AfterFunc(delay, func() { q.signal(q.wake) })
-	case c.OrderingKey != nil:
-		q.signal(q.wake)
-	}
 }
 
 // checkSize reports an entry over the relay's payload limit or over
