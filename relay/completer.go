@@ -7,6 +7,31 @@ import (
 	"github.com/txoutbox/txoutbox/internal/store"
 )
 
+// completion is a claimed entry's outcome: on its way to the completer, or
+// already decided in a transactional handler's transaction (settleTx), or
+// empty but for the lease when the entry never ran (settle).
+type completion struct {
+	out     store.Outcome
+	lease   *leaseEntry
+	queue   *queue
+	claimed *store.Claimed
+	event   Event // emitted once the outcome is written (settle)
+	// written, when not nil, is closed once the outcome was written (or
+	// given up on): the worker waits for it (WithOutcomeBeforeNext).
+	written chan struct{}
+}
+
+// submit hands an outcome to the completer; if the completer has already
+// stopped (a handler that outlived shutdown), the outcome is settled as not
+// written and the lease will expire.
+func (r *Relay) submit(c completion) {
+	select {
+	case r.completions <- c:
+	case <-r.completerDone:
+		r.settle(&c, outcomeNotWritten)
+	}
+}
+
 // completerLoop writes outcomes in batches: it takes whatever has queued up
 // (up to CompleteBatchSize) in one statement, so the batch grows with load
 // and a lone outcome is written at once.
@@ -56,7 +81,13 @@ func (r *Relay) flush(batch []completion, final bool) {
 		applied, err := r.completeBatch(batch)
 		if err == nil {
 			r.observe(Event{Kind: EventOutcomesWritten, Count: len(batch)})
-			r.settleBatch(batch, applied)
+			for i := range batch {
+				how := outcomeApplied
+				if !applied[batch[i].out.ID] {
+					how = outcomeFenced
+				}
+				r.settle(&batch[i], how)
+			}
 			return
 		}
 		r.observe(Event{Kind: EventError, Count: len(batch), Err: err})
@@ -64,9 +95,8 @@ func (r *Relay) flush(batch []completion, final bool) {
 		if final && time.Now().After(deadline) {
 			r.log.Error("txoutbox: giving up on outcomes at shutdown; their leases will expire and the entries run again",
 				"count", len(batch))
-			for _, c := range batch {
-				r.leases.remove(c.lease)
-				c.signalWritten()
+			for i := range batch {
+				r.settle(&batch[i], outcomeNotWritten)
 			}
 			return
 		}
@@ -76,7 +106,8 @@ func (r *Relay) flush(batch []completion, final bool) {
 }
 
 // completeBatch writes the outcomes and, under the same lock as renewals,
-// releases their leases, so a renewal never sees a settled entry as lost.
+// marks their leases finishing, so a renewal never sees a written entry as
+// lost before settle removes its lease.
 func (r *Relay) completeBatch(batch []completion) (map[int64]bool, error) {
 	outs := make([]store.Outcome, len(batch))
 	for i, c := range batch {
@@ -91,103 +122,54 @@ func (r *Relay) completeBatch(batch []completion) (map[int64]bool, error) {
 		return nil, err
 	}
 	for _, c := range batch {
-		r.leases.remove(c.lease)
+		r.leases.setFinishing(c.lease)
 	}
 	return applied, nil
 }
 
-// settleBatch reports each outcome, releases its lease and wakes queues
-// that may have new work.
-func (r *Relay) settleBatch(batch []completion, applied map[int64]bool) {
-	for _, c := range batch {
+// outcomeWrite says what became of an attempt's outcome; settle acts on it.
+type outcomeWrite int
+
+const (
+	// outcomeApplied: the outcome was written and changed the entry, by
+	// the completer or in a transactional handler's transaction.
+	outcomeApplied outcomeWrite = iota + 1
+	// outcomeFenced: the write was rejected, because the lease was lost
+	// and the entry belongs to another attempt; nothing changed.
+	outcomeFenced
+	// outcomeNotWritten: nothing was or will be written: the lease was
+	// lost before the handler ran, or the outcome was given up at
+	// shutdown. The lease expires and the entry runs again; the loss was
+	// reported when it happened (EventLeaseLost, EventError).
+	outcomeNotWritten
+)
+
+// settle is the one exit of a claimed entry. Every path ends here once it
+// is known whether its outcome was written: a batched outcome (done, retry,
+// dead, skipped, handed back), a transactional attempt that committed its
+// own completion or was fenced off inside its transaction, a lease lost
+// before the handler ran, and an outcome given up at shutdown. It drops
+// the lease, reports the outcome, releases a worker waiting for it
+// (WithOutcomeBeforeNext) and wakes the queue when the outcome may make
+// work runnable soon. Outcome notifications (outbox.ProgressChannel) are
+// sent by the statements that write them. The worker's slot is not freed
+// here but by the worker when it moves on (work): with batched outcomes
+// that is before the write.
+func (r *Relay) settle(c *completion, how outcomeWrite) {
+	r.leases.remove(c.lease)
+	switch how {
+	case outcomeApplied:
+		r.observe(c.event)
+	case outcomeFenced:
 		ev := c.event
-		if !applied[c.out.ID] {
-			ev.Kind = EventFenced
-			r.log.Info("txoutbox: outcome rejected: the lease was lost and the entry belongs to another attempt",
-				"topic", c.claimed.Topic, "entry", c.out.ID, "attempt", c.claimed.EffectiveAttempt())
-		}
+		ev.Kind = EventFenced
+		r.log.Info("txoutbox: outcome rejected: the lease was lost and the entry belongs to another attempt",
+			"topic", c.claimed.Topic, "entry", c.out.ID, "attempt", c.claimed.EffectiveAttempt())
 		r.observe(ev)
-		c.signalWritten()
-		if applied[c.out.ID] {
-			r.wakeAfter(c.queue, c.claimed, c.out.Delay, c.out.State)
-		}
 	}
-}
-
-// heartbeatLoop renews held leases every HeartbeatInterval until stop. A
-// lease the database no longer grants cancels its handler at once; when the
-// database is unreachable, handlers are cancelled as their local deadline
-// passes, before another relay can take the entry over.
-func (r *Relay) heartbeatLoop(stop <-chan struct{}) {
-	// Local expiry has a loop of its own: a renewal waits for writeMu, and
-	// a completion write that hangs (the database unreachable without an
-	// error, up to its 30s timeout) must not keep handlers running past
-	// their lease while another relay takes their entries over.
-	expiryDone := make(chan struct{})
-	go func() { defer close(expiryDone); r.expiryLoop(stop) }()
-	defer func() { <-expiryDone }()
-	t := time.NewTicker(r.cfg.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-		r.renew()
-	}
-}
-
-// expiryLoop cancels, every HeartbeatInterval, the handlers whose lease
-// passed its local deadline without a renewal, until stop.
-func (r *Relay) expiryLoop(stop <-chan struct{}) {
-	t := time.NewTicker(r.cfg.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-		r.expireLocal(r.expiryHorizon())
-	}
-}
-
-// expireLocal cancels the handlers of leases whose local deadline passed
-// (the last renewals failed or could not run): they are lost whatever a
-// renewal would bring.
-func (r *Relay) expireLocal(horizon time.Time) {
-	for _, le := range r.leases.expire(horizon) {
-		r.observe(Event{Kind: EventLeaseLost, EntryID: le.id, Err: ErrLeaseLost})
-		r.log.Warn("txoutbox: lease expired without renewal; handler cancelled", "entry", le.id)
-	}
-}
-
-func (r *Relay) renew() {
-	r.writeMu.Lock()
-	defer r.writeMu.Unlock()
-	// Only what has already passed its deadline: the leases about to be
-	// renewed must not be given up for running out before the next check.
-	r.expireLocal(time.Now())
-	held := r.leases.renewable()
-	if len(held) == 0 {
-		return
-	}
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.HeartbeatInterval)
-	defer cancel()
-	renewed, err := store.Renew(ctx, r.pool, r.now(), r.cfg.LeaseDuration, held)
-	var lost []*leaseEntry
-	if err != nil {
-		r.observe(Event{Kind: EventError, Count: len(held), Err: err})
-		r.log.Warn("txoutbox: renewing leases failed", "count", len(held), "error", err)
-		lost = r.leases.expire(r.expiryHorizon())
-	} else {
-		lost = r.leases.settle(held, renewed, start.Add(r.cfg.LeaseDuration))
-	}
-	for _, le := range lost {
-		r.observe(Event{Kind: EventLeaseLost, EntryID: le.id, Err: ErrLeaseLost})
-		r.log.Warn("txoutbox: lease lost; handler cancelled", "entry", le.id)
+	c.signalWritten()
+	if how == outcomeApplied {
+		r.wakeAfter(c.queue, c.claimed, c.out.Delay, c.out.State)
 	}
 }
 
@@ -198,11 +180,20 @@ func (c *completion) signalWritten() {
 	}
 }
 
-// expiryHorizon is the instant against which local lease deadlines are
-// checked: one HeartbeatInterval ahead, the time until the next check. A
-// lease that would pass its deadline before then is given up now, so its
-// handler is cancelled before the database lets another relay take the
-// entry, not up to a heartbeat after.
-func (r *Relay) expiryHorizon() time.Time {
-	return time.Now().Add(r.cfg.HeartbeatInterval)
+// wakeAfter nudges the entry's queue when its outcome may make more work
+// runnable soon: the next entry of its ordering key, or a near retry.
+func (r *Relay) wakeAfter(q *queue, c *store.Claimed, delay time.Duration, state string) {
+	if q == nil {
+		return
+	}
+	switch {
+	case state == store.StatePending && delay < r.cfg.PollInterval:
+		if delay <= 0 {
+			q.signal(q.wake)
+			return
+		}
+		time.AfterFunc(delay, func() { q.signal(q.wake) })
+	case c.OrderingKey != nil:
+		q.signal(q.wake)
+	}
 }

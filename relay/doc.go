@@ -47,12 +47,16 @@
 //     has a timeout.
 //   - Completer: outcomes are written in batches, each fenced by the attempt
 //     number, so a relay that lost its lease cannot complete, fail or retry
-//     the entry.
-//   - Heartbeat and rescuer: leases are renewed while handlers run; a
-//     handler whose lease is lost is cancelled (context.Cause is
-//     [ErrLeaseLost]); expired leases of crashed relays return to pending.
-//   - Retention: done entries, dead entries and processed keys are deleted
-//     after their retention, in bounded batches.
+//     the entry. A transactional handler's completion is written in its own
+//     transaction instead. Either way, and for an entry whose lease was lost
+//     before it ran or that shutdown handed back, an attempt ends through one
+//     exit that releases the lease, reports the outcome and wakes the queue.
+//   - Heartbeat: leases are renewed while handlers run; a handler whose
+//     lease is lost is cancelled (context.Cause is [ErrLeaseLost]).
+//   - Maintenance: expired leases of crashed relays return to pending; done
+//     entries, dead entries and processed keys are deleted after their
+//     retention, in bounded batches; the entries table is vacuumed when it
+//     holds many dead row versions (Config.VacuumThreshold).
 //
 // # Errors from handlers
 //
@@ -73,3 +77,20 @@
 // the relay writes is announced on outbox.ProgressChannel, which outbox.Wait
 // and outbox.Watcher listen on. See docs/observability.md.
 package relay
+
+// Where each part of the engine lives:
+//
+//	relay.go       Relay, New, Run: the queues and the wiring of the parts
+//	notify.go      Notifier: the LISTEN connection and the wake-ups it sends
+//	claimer.go     Claimer: one claim loop per queue
+//	executor.go    Executor: workers, handler attempts, transactional commits,
+//	               the decision retry/dead/hand back
+//	completer.go   Completer: batched outcome writes, and settle, the one
+//	               exit every claimed entry leaves through
+//	heartbeat.go   Heartbeat: lease renewal and local expiry
+//	leases.go      the lease table the parts above share
+//	maintenance.go Maintenance: rescue of expired leases, retention, VACUUM,
+//	               reports of entries no relay here handles
+//
+// The public API is in config.go, handler.go, errors.go, retry.go,
+// observer.go and tracer.go.

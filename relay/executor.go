@@ -14,25 +14,39 @@ import (
 // maxErrorLen bounds the error text stored in last_error.
 const maxErrorLen = 4096
 
-// completion is an attempt's outcome on its way to the completer.
-type completion struct {
-	out     store.Outcome
-	lease   *leaseEntry
-	queue   *queue
-	claimed *store.Claimed
-	event   Event // emitted once the outcome is written
-	// written, when not nil, is closed once the outcome was written (or
-	// given up on): the worker waits for it (WithOutcomeBeforeNext).
-	written chan struct{}
-}
-
 // errFenced reports that a transactional handler's completion found its
 // lease gone; everything it wrote was rolled back.
 var errFenced = errors.New("lease lost before completion; rolled back")
 
-// execute runs one claimed entry and submits its outcome.
+// job is one claimed entry for a worker: run it, or hand it back.
+type job struct {
+	claimed  *store.Claimed
+	lease    *leaseEntry
+	handBack bool
+}
+
+// work runs q's jobs until the channel closes, freeing a slot of q after
+// each. Long-lived workers keep their grown stacks; a goroutine per entry
+// paid for growing one each time.
+func (r *Relay) work(q *queue) {
+	for j := range q.jobs {
+		switch {
+		case j.handBack || r.stopping.Load(): // not started: give it back
+			r.submit(handBackOf(q, j.claimed, j.lease))
+		case j.lease.ctx.Err() != nil:
+			// Lost while it waited for a worker (claimed ahead behind a
+			// slow handler): another relay may be running it now.
+			r.settle(&completion{lease: j.lease, queue: q, claimed: j.claimed}, outcomeNotWritten)
+		default:
+			r.execute(q, j.claimed, j.lease)
+		}
+		r.release(q)
+	}
+}
+
+// execute runs one claimed entry and submits its outcome, or settles it
+// when a transactional handler's transaction decided it.
 func (r *Relay) execute(q *queue, c *store.Claimed, le *leaseEntry) {
-	defer r.release(q)
 	h := r.cfg.Handlers.byTopic[c.Topic]
 	base := Event{Queue: c.Queue, Topic: c.Topic, EntryID: c.ID, Attempt: c.EffectiveAttempt()}
 
@@ -63,18 +77,12 @@ func (r *Relay) execute(q *queue, c *store.Claimed, le *leaseEntry) {
 			defer func() { <-r.txSlots }()
 		case <-le.ctx.Done():
 			if errors.Is(context.Cause(le.ctx), ErrShutdown) || r.stopping.Load() {
-				r.submit(completion{
-					out:     store.Outcome{ID: c.ID, Attempt: c.Attempt, State: store.StatePending, Handback: true},
-					lease:   le,
-					queue:   q,
-					claimed: c,
-					event:   Event{Kind: EventHandedBack, Queue: c.Queue, Topic: c.Topic, EntryID: c.ID, Attempt: c.EffectiveAttempt()},
-				})
+				r.submit(handBackOf(q, c, le))
 				return
 			}
 			// The lease was lost while it waited: another relay may run
 			// it now, and nothing ran here.
-			r.leases.remove(le)
+			r.settle(&completion{lease: le, queue: q, claimed: c}, outcomeNotWritten)
 			return
 		}
 	}
@@ -100,25 +108,8 @@ func (r *Relay) execute(q *queue, c *store.Claimed, le *leaseEntry) {
 		var finished bool
 		finished, err = r.runTx(ctx, h, run, le, dedupe)
 		base.Duration = time.Since(start)
-		if finished {
-			r.leases.remove(le)
-			e := base
-			e.Kind = EventDone
-			if errors.Is(err, errSkipped) {
-				e.Kind = EventSkipped
-			}
-			endAttempt(end, e.Kind, nil)
-			r.observe(e)
-			r.wakeAfter(q, c, 0, store.StateDone)
-			return
-		}
-		if errors.Is(err, errFenced) {
-			r.leases.remove(le)
-			e := base
-			e.Kind = EventFenced
-			e.Err = err
-			endAttempt(end, e.Kind, err)
-			r.observe(e)
+		if finished || errors.Is(err, errFenced) {
+			r.settleTx(q, c, le, err, base, end)
 			return
 		}
 	} else {
@@ -139,6 +130,33 @@ func (r *Relay) execute(q *queue, c *store.Claimed, le *leaseEntry) {
 	}
 }
 
+// settleTx settles a transactional attempt whose outcome its own
+// transaction decided: the completion committed with the handler's writes
+// (err nil, or errSkipped when the key was already processed), or it was
+// fenced off and everything rolled back (errFenced). Nothing is left for
+// the completer.
+func (r *Relay) settleTx(q *queue, c *store.Claimed, le *leaseEntry, err error, ev Event, end func(string, error)) {
+	comp := completion{
+		out:     store.Outcome{ID: c.ID, Attempt: c.Attempt, State: store.StateDone},
+		lease:   le,
+		queue:   q,
+		claimed: c,
+		event:   ev,
+	}
+	how := outcomeApplied
+	switch {
+	case errors.Is(err, errFenced):
+		comp.event.Kind, comp.event.Err = EventFenced, err
+		how = outcomeFenced
+	case errors.Is(err, errSkipped):
+		comp.event.Kind = EventSkipped
+	default:
+		comp.event.Kind = EventDone
+	}
+	endAttempt(end, comp.event.Kind, comp.event.Err)
+	r.settle(&comp, how)
+}
+
 // release frees q's worker slot.
 func (r *Relay) release(q *queue) {
 	<-q.slots
@@ -146,16 +164,16 @@ func (r *Relay) release(q *queue) {
 	r.inflight.Done()
 }
 
-// handBack returns an entry claimed during shutdown without running it.
-func (r *Relay) handBack(q *queue, c *store.Claimed, le *leaseEntry) {
-	defer r.release(q)
-	r.submit(completion{
+// handBackOf is the outcome of an entry that did not run because the relay
+// is stopping: back to pending, the attempt not counted.
+func handBackOf(q *queue, c *store.Claimed, le *leaseEntry) completion {
+	return completion{
 		out:     store.Outcome{ID: c.ID, Attempt: c.Attempt, State: store.StatePending, Handback: true},
 		lease:   le,
 		queue:   q,
 		claimed: c,
 		event:   Event{Kind: EventHandedBack, Queue: c.Queue, Topic: c.Topic, EntryID: c.ID, Attempt: c.EffectiveAttempt()},
-	})
+	}
 }
 
 // invoke calls the handler, turning a panic into a *PanicError.
@@ -293,34 +311,6 @@ func truncate(s string) string {
 		return s
 	}
 	return s[:maxErrorLen-3] + "..."
-}
-
-// submit hands an outcome to the completer; if the completer has already
-// stopped (a handler that outlived shutdown), the outcome is dropped and the
-// lease will expire.
-func (r *Relay) submit(c completion) {
-	select {
-	case r.completions <- c:
-	case <-r.completerDone:
-	}
-}
-
-// wakeAfter nudges the entry's queue when its outcome may make more work
-// runnable soon: the next entry of its ordering key, or a near retry.
-func (r *Relay) wakeAfter(q *queue, c *store.Claimed, delay time.Duration, state string) {
-	if q == nil {
-		return
-	}
-	switch {
-	case state == store.StatePending && delay < r.cfg.PollInterval:
-		if delay <= 0 {
-			q.signal(q.wake)
-			return
-		}
-		time.AfterFunc(delay, func() { q.signal(q.wake) })
-	case c.OrderingKey != nil:
-		q.signal(q.wake)
-	}
 }
 
 // checkSize reports an entry over the relay's payload limit or over

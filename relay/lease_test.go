@@ -186,6 +186,51 @@ func TestShutdownHandsBackWithoutBurningAttempt(t *testing.T) {
 	}
 }
 
+// Entries claimed but not started when the relay stops — one waiting for a
+// transactional handler's connection, others waiting for a worker — are
+// handed back through the completer without counting the attempt, like the
+// one whose handler shutdown cancelled.
+func TestShutdownHandsBackEntriesNotStarted(t *testing.T) {
+	t.Parallel()
+	db := outboxtest.New(t)
+	pool := smallPool(t, db.URL, 4) // one queue and the relay's own three: one transactional handler at once
+	ev := newEvents()
+	h := relay.NewHandlers()
+	relay.HandleTx(h, func(ctx context.Context, tx pgx.Tx, e *relay.Entry[ping]) error {
+		<-ctx.Done() // holds the only connection until shutdown cancels it
+		return context.Cause(ctx)
+	})
+	cfg := fastConfig(h, ev)
+	cfg.Queues = map[string]relay.QueueConfig{outbox.DefaultQueue: {MaxWorkers: 2}}
+	cfg.ClaimBatchSize = 2 // two workers and two entries claimed ahead
+	cfg.ShutdownTimeout = 200 * time.Millisecond
+	stop := runRelay(t, pool, cfg)
+	first := enqueue(t, db.Pool, ping{N: 0})
+	ev.wait(t, entryKind(first, relay.EventStarted))
+	ids := []int64{first}
+	for i := 1; i <= 3; i++ {
+		ids = append(ids, enqueue(t, db.Pool, ping{N: i}))
+	}
+	waitUntil(t, "every entry claimed", func() bool {
+		return scalar[int64](t, db.Pool, `SELECT count(*) FROM outbox_entries WHERE state = 'running'`) == 4
+	})
+	if err := stop(); err != nil {
+		t.Fatalf("Run returned %v", err)
+	}
+	for _, id := range ids {
+		ev.wait(t, entryKind(id, relay.EventHandedBack))
+		e := getEntry(t, db.Pool, id)
+		if e.State != outbox.StatePending || e.Attempt != 0 || e.LeaseOwner != nil {
+			t.Errorf("handed-back entry %+v; want pending with no attempt counted", e)
+		}
+	}
+	for _, kind := range []relay.EventKind{relay.EventDone, relay.EventRetry, relay.EventFenced, relay.EventLeaseLost} {
+		if n := ev.count(kind); n != 0 {
+			t.Errorf("%d %s events; want none", n, kind)
+		}
+	}
+}
+
 // Delayed entries wait for their time on the relay's clock.
 func TestDelayedEntryWaitsForItsTime(t *testing.T) {
 	t.Parallel()

@@ -9,7 +9,7 @@ import (
 )
 
 // leaseEntry is one lease this relay holds, from claim until its outcome is
-// written.
+// settled (settle, completer.go).
 type leaseEntry struct {
 	id      int64
 	attempt int32
@@ -18,11 +18,12 @@ type leaseEntry struct {
 
 	// guarded by leaseTable.mu
 	deadline  time.Time // local monotonic expiry, pushed on every renewal
-	finishing bool      // a transactional handler is committing: do not renew
+	finishing bool      // its outcome is being or was written: do not renew or expire
 	lost      bool
 }
 
-// leaseTable tracks held leases for the heartbeat.
+// leaseTable tracks held leases for the heartbeat. The claimer adds them,
+// settle removes them, the heartbeat renews and expires them.
 type leaseTable struct {
 	mu sync.Mutex
 	m  map[int64]*leaseEntry
@@ -49,6 +50,10 @@ func (t *leaseTable) remove(le *leaseEntry) {
 	le.cancel(context.Canceled)
 }
 
+// setFinishing takes le out of renewal and local expiry: its outcome is
+// being written in a transactional handler's transaction, or the completer
+// wrote it and settle will remove le. A renewal would find the entry no
+// longer running and report the lease lost.
 func (t *leaseTable) setFinishing(le *leaseEntry) {
 	t.mu.Lock()
 	le.finishing = true
