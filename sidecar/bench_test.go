@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -268,13 +269,54 @@ func TestBenchInterruptDropsScratch(t *testing.T) {
 	admin := outboxtest.AdminURL(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	time.AfterFunc(1500*time.Millisecond, cancel)
-	code, out, errOut := benchCLI(t, ctx, "steady", "--database-url", admin, "--duration", "1m",
-		"--rate", "50", "--producers", "2")
+	// Interrupt once the scratch database exists (its name is on stderr),
+	// however long creating it took on a busy machine.
+	errW := &watchedBuffer{match: scratchName, seen: make(chan struct{})}
+	go func() {
+		select {
+		case <-errW.seen:
+		case <-time.After(2 * time.Minute):
+		}
+		cancel()
+	}()
+	var outW bytes.Buffer
+	code := sidecar.Main(ctx, []string{"bench", "steady", "--database-url", admin, "--duration", "1m",
+		"--rate", "50", "--producers", "2"}, sidecar.Options{
+		Stdout: &outW, Stderr: errW,
+		Getenv: func(string) string { return "" },
+	})
+	out, errOut := outW.String(), errW.String()
 	if code != sidecar.ExitFailure || !strings.Contains(errOut, "interrupted") {
 		t.Fatalf("exit %d, want 1 and a word about the interruption\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
 	requireDropped(t, admin, errOut)
+}
+
+// watchedBuffer is a bytes.Buffer safe for concurrent use that closes seen
+// once its content first matches match.
+type watchedBuffer struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	match *regexp.Regexp
+	seen  chan struct{}
+	done  bool
+}
+
+func (w *watchedBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, err := w.buf.Write(p)
+	if !w.done && w.match.Match(w.buf.Bytes()) {
+		w.done = true
+		close(w.seen)
+	}
+	return n, err
+}
+
+func (w *watchedBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
 
 func TestBenchUsageErrors(t *testing.T) {
