@@ -416,7 +416,11 @@ func TestBenchDrainProcesses(t *testing.T) {
 		requireValue(t, drain, "workers", 50)
 		requireValue(t, drain, "claim_batch", 100)
 		requireValue(t, drain, "reclaimed", 0)
-		requireFields(t, drain, "seconds", "per_sec")
+		requireFields(t, drain, "seconds", "per_sec", "wal_bytes_per_entry", "row_writes_per_entry")
+		// The relay processes' writes count once they have exited.
+		if ins, all := drain["row_writes_per_insert"].(float64), drain["row_writes_per_entry"].(float64); ins < 1 || all <= ins {
+			t.Errorf("row writes per insert %v, per entry %v: want 1 ≤ insert < entry", ins, all)
+		}
 		if _, err := os.Stat("/proc/self/status"); err == nil {
 			requireFields(t, drain, "rss_peak_mb")
 		}
