@@ -32,23 +32,25 @@ var benchFlagNames = map[string]string{
 	"Entries": "--entries", "Rate": "--rate", "Producers": "--producers", "Duration": "--duration",
 	"Workers": "--workers", "ClaimBatch": "--claim-batch", "CompleteBatch": "--complete-batch",
 	"Backlog": "--backlog", "Processes": "--processes",
+	"PressureRate": "--pressure-rate", "PhaseDuration": "--phase-duration",
 }
 
 func runBench(ctx context.Context, o *Options, args []string) error {
 	scenarios := bench.Scenarios()
 	fs := newFlags(o, "bench", "bench [flags] ["+strings.Join(scenarios, "|")+" ...]",
-		"bench                                   # all scenarios on a scratch database, dropped afterwards",
+		"bench                                   # "+strings.Join(bench.DefaultScenarios(), ", ")+" on a scratch database, dropped afterwards",
 		"bench --json drain raw",
 		"bench --runs 5 --json steady --rate 2000 --duration 30s",
 		"bench steady --backlog 1000000          # steady load on a table that just drained a million entries",
 		"bench --existing --database-url postgres://app@db/staging drain",
-		"bench --json --processes 4 drain        # four relay processes drain the backlog")
+		"bench --json --processes 4 drain        # four relay processes drain the backlog",
+		"bench --json pressure --phase-duration 1m  # 500/s through a pinned horizon and REPEATABLE READ readers")
 	dbURL := dbFlag(o, fs)
 	def := bench.DefaultConfig()
 	existing := fs.Bool("existing", false, "use the database in the URL as it is (migrated up, not dropped; only the bench's own rows are touched) instead of a scratch database on its server")
 	entries := fs.Int("entries", def.Entries, "entries the drain and raw scenarios write and empty")
 	rate := fs.Float64("rate", def.Rate, "steady: offered transactions (one entry each) per second, all producers together")
-	producers := fs.Int("producers", def.Producers, "steady: producer goroutines, each on its own connection")
+	producers := fs.Int("producers", def.Producers, "steady, pressure: producer goroutines, each on its own connection")
 	duration := fs.Duration("duration", def.Duration, "steady: how long load is offered; enqueue: about how long it measures")
 	workers := fs.Int("workers", 0, "relay MaxWorkers of the default queue (0: the relay's default, 100)")
 	claimBatch := fs.Int("claim-batch", 0, "relay ClaimBatchSize (0: the relay's default, 100)")
@@ -56,8 +58,10 @@ func runBench(ctx context.Context, o *Options, args []string) error {
 	backlog := fs.Int("backlog", 0, "steady: first write and drain this many entries, then offer the load")
 	chosenKeys := fs.Bool("chosen-keys", false, "drain, raw: backlog entries carry producer-chosen keys (processed keys probed and recorded) instead of generated ones")
 	processes := fs.Int("processes", 0, "drain: run the relays in this many child processes of this program (0: one relay inside the bench process)")
+	pressureRate := fs.Float64("pressure-rate", def.PressureRate, "pressure: offered transactions (one entry each) per second, all producers together")
+	phaseDuration := fs.Duration("phase-duration", def.PhaseDuration, "pressure: length of each of its five phases")
 	runs := fs.Int("runs", 1, "run each scenario this many times; above 1, print a median, min and max summary")
-	asJSON := fs.Bool("json", false, "print one JSON object per scenario run (and summary) on its own line")
+	asJSON := fs.Bool("json", false, "print one JSON object per scenario run (per phase of a pressure run) and summary on its own line")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench process to this file")
 	if err := parse(fs, reorder(fs, args)); err != nil {
 		return err
@@ -65,7 +69,7 @@ func runBench(ctx context.Context, o *Options, args []string) error {
 
 	chosen := fs.Args()
 	if len(chosen) == 0 {
-		chosen = scenarios
+		chosen = bench.DefaultScenarios()
 	}
 	for i, s := range chosen {
 		if !bench.KnownScenario(s) {
@@ -82,6 +86,7 @@ func runBench(ctx context.Context, o *Options, args []string) error {
 		Entries: *entries, Rate: *rate, Producers: *producers, Duration: *duration,
 		Workers: *workers, ClaimBatch: *claimBatch, CompleteBatch: *completeBatch,
 		Backlog: *backlog, Existing: *existing, ChosenKeys: *chosenKeys, Processes: *processes,
+		PressureRate: *pressureRate, PhaseDuration: *phaseDuration,
 	}
 	if err := cfg.Validate(); err != nil {
 		return benchConfigError(err)
@@ -207,25 +212,29 @@ func (b *benchCmd) run(ctx context.Context, poolCfg *pgxpool.Config) (err error)
 			if b.runs > 1 {
 				b.cfg.Logger.Info(fmt.Sprintf("bench: %s: run %d of %d", s, i+1, b.runs))
 			}
-			res, err := r.Run(ctx, s)
+			rs, err := r.Run(ctx, s)
 			if err != nil {
 				return err
 			}
-			results = append(results, res)
+			results = append(results, rs...)
 			if b.json {
 				run := 0
 				if b.runs > 1 {
 					run = i + 1
 				}
-				if err := bench.WriteJSON(out, res, run); err != nil {
-					return err
+				for _, res := range rs {
+					if err := bench.WriteJSON(out, res, run); err != nil {
+						return err
+					}
 				}
 			}
 		}
 		if b.json {
 			if b.runs > 1 {
-				if err := bench.WriteSummaryJSON(out, bench.Summarize(results)); err != nil {
-					return err
+				for _, g := range bench.Groups(results) {
+					if err := bench.WriteSummaryJSON(out, bench.Summarize(g)); err != nil {
+						return err
+					}
 				}
 			}
 			continue

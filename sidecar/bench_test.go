@@ -142,7 +142,8 @@ func TestBenchAllScenarios(t *testing.T) {
 	requireFields(t, enq, "tx", "bare_p50_ms", "bare_p99_ms", "enqueue_p50_ms", "enqueue_p99_ms",
 		"overhead_p50_ms", "ratio_p50", "batch_size", "batch_tx", "batch_us_per_entry")
 	requireFields(t, raw, "per_sec", "seconds", "per_sec_2", "seconds_2")
-	requireFields(t, drain, "seconds", "per_sec", "rss_peak_mb", "unexpected_events")
+	requireFields(t, drain, "seconds", "per_sec", "rss_peak_mb", "unexpected_events",
+		"wal_bytes_per_insert", "wal_bytes_per_entry", "row_writes_per_insert", "row_writes_per_entry")
 	requireFields(t, steady, "offered_per_sec", "achieved_per_sec", "p50_ms", "p90_ms", "p99_ms",
 		"max_ms", "backlog_end", "negative", "late_starts", "producers")
 	for _, m := range []map[string]any{raw, drain, steady} {
@@ -219,6 +220,46 @@ func TestBenchSteadyAfterBacklogTable(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
+	}
+	requireDropped(t, admin, errOut)
+}
+
+// TestBenchPressureRuns runs the pressure scenario twice at toy size: a
+// line per phase and run, then a summary per phase.
+func TestBenchPressureRuns(t *testing.T) {
+	t.Parallel()
+	admin := outboxtest.AdminURL(t)
+	code, out, errOut := benchCLI(t, context.Background(), "pressure", "--runs", "2", "--json",
+		"--database-url", admin, "--phase-duration", "1s", "--pressure-rate", "40", "--producers", "2")
+	if code != sidecar.ExitOK {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	phases := []string{"clean", "pinned", "recovery", "readers", "recovery2"}
+	lines := jsonLines(t, out)
+	if len(lines) != 3*len(phases) {
+		t.Fatalf("%d lines, want %d (two runs and a summary per phase): %s", len(lines), 3*len(phases), out)
+	}
+	for i, m := range lines {
+		phase := phases[i%len(phases)]
+		if m["scenario"] != "pressure" || m["phase"] != phase {
+			t.Errorf("line %d: %v/%v, want pressure/%s", i+1, m["scenario"], m["phase"], phase)
+		}
+		requireValue(t, m, "offered_per_sec", 40)
+		requireFields(t, m, "achieved_per_sec", "p50_ms", "p99_ms", "max_ms", "backlog_end", "dead_tuples", "table_bytes")
+		switch i / len(phases) {
+		case 0, 1:
+			requireValue(t, m, "run", float64(i/len(phases)+1))
+		case 2:
+			if m["summary"] != true {
+				t.Errorf("line %d is not a summary: %v", i+1, m)
+			}
+			requireFields(t, m, "p99_ms_min", "p99_ms_max")
+		}
+	}
+	// The keys of a phase line start as documented.
+	first := strings.SplitN(out, "\n", 2)[0]
+	if want := `{"scenario":"pressure","phase":"clean","run":1,"offered_per_sec":40,"achieved_per_sec":`; !strings.HasPrefix(first, want) {
+		t.Errorf("first line %s, want it to start %s", first, want)
 	}
 	requireDropped(t, admin, errOut)
 }
@@ -346,6 +387,10 @@ func TestBenchUsageErrors(t *testing.T) {
 		{[]string{"--processes", "-1"}, "--processes"},
 		{[]string{"--processes", "65"}, "--processes"},
 		{[]string{"--runs", "0"}, "--runs"},
+		{[]string{"--phase-duration", "500ms"}, "--phase-duration"},
+		{[]string{"--phase-duration", "25h"}, "--phase-duration"},
+		{[]string{"--pressure-rate", "0"}, "--pressure-rate"},
+		{[]string{"--pressure-rate", "0.4", "--phase-duration", "1s"}, "--pressure-rate"},
 		{[]string{"frobnicate"}, "unknown scenario"},
 		{[]string{"drain", "drain"}, "twice"},
 		{[]string{"--database-url", "postgres://%zz"}, "--database-url"},
@@ -413,7 +458,11 @@ func TestBenchDrainProcesses(t *testing.T) {
 		requireValue(t, drain, "workers", 50)
 		requireValue(t, drain, "claim_batch", 100)
 		requireValue(t, drain, "reclaimed", 0)
-		requireFields(t, drain, "seconds", "per_sec")
+		requireFields(t, drain, "seconds", "per_sec", "wal_bytes_per_entry", "row_writes_per_entry")
+		// The relay processes' writes count once they have exited.
+		if ins, all := drain["row_writes_per_insert"].(float64), drain["row_writes_per_entry"].(float64); ins < 1 || all <= ins {
+			t.Errorf("row writes per insert %v, per entry %v: want 1 ≤ insert < entry", ins, all)
+		}
 		if _, err := os.Stat("/proc/self/status"); err == nil {
 			requireFields(t, drain, "rss_peak_mb")
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,11 @@ import (
 	"github.com/txoutbox/txoutbox/outbox"
 	"github.com/txoutbox/txoutbox/relay"
 )
+
+// AppName is the application_name of every session the bench opens, its
+// relay processes' included: the drain scenario waits for the bench's
+// sessions to end before it reads the statistics they report on exit.
+const AppName = "txoutbox bench"
 
 // ordersTable is the steady and enqueue scenarios' domain table.
 const ordersTable = "txoutbox_bench_orders"
@@ -57,8 +63,9 @@ type Runner struct {
 
 // New validates cfg, opens two pools on the database poolCfg names (one
 // for producers and setup, sized for cfg.Producers; one for the relay,
-// with at least 10 connections) and creates the domain table. The database
-// must be migrated. Call Close when done.
+// with at least 10 connections), their sessions named AppName, and
+// creates the domain table. The database must be migrated. Call Close when
+// done.
 func New(ctx context.Context, poolCfg *pgxpool.Config, cfg Config) (*Runner, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -75,6 +82,7 @@ func New(ctx context.Context, poolCfg *pgxpool.Config, cfg Config) (*Runner, err
 	}
 	relay.Handle(r.handlers, r.handle)
 
+	poolCfg = nameSessions(poolCfg)
 	appCfg := poolCfg.Copy()
 	appCfg.MaxConns = int32(max(cfg.Producers+2, 4))
 	app, err := pgxpool.NewWithConfig(ctx, appCfg)
@@ -97,6 +105,16 @@ func New(ctx context.Context, poolCfg *pgxpool.Config, cfg Config) (*Runner, err
 		return nil, fmt.Errorf("bench: creating %s: %w", ordersTable, err)
 	}
 	return r, nil
+}
+
+// nameSessions returns a copy of c whose sessions are named AppName.
+func nameSessions(c *pgxpool.Config) *pgxpool.Config {
+	c = c.Copy()
+	if c.ConnConfig.RuntimeParams == nil {
+		c.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	c.ConnConfig.RuntimeParams["application_name"] = AppName
+	return c
 }
 
 // Effective returns the relay settings the scenarios run with.
@@ -123,26 +141,37 @@ func (r *Runner) closePools() {
 	r.relayPool.Close()
 }
 
-// Run runs one scenario once and returns its result.
-func (r *Runner) Run(ctx context.Context, scenario string) (Result, error) {
-	var res Result
+// Run runs one scenario once and returns its result: one Result, or for
+// a scenario with phases (pressure) one per phase, in order.
+func (r *Runner) Run(ctx context.Context, scenario string) ([]Result, error) {
+	var res []Result
 	var err error
+	one := func(f func(context.Context) (Result, error)) {
+		var single Result
+		if single, err = f(ctx); err == nil {
+			res = []Result{single}
+		}
+	}
 	switch scenario {
 	case "enqueue":
-		res, err = r.enqueue(ctx)
+		one(r.enqueue)
 	case "raw":
-		res, err = r.raw(ctx)
+		one(r.raw)
 	case "drain":
-		res, err = r.drain(ctx)
+		one(r.drain)
 	case "steady":
-		res, err = r.steady(ctx)
+		one(r.steady)
+	case "pressure":
+		res, err = r.pressure(ctx)
 	default:
-		return Result{}, fmt.Errorf("%w %q (known: enqueue, raw, drain, steady)", ErrUnknownScenario, scenario)
+		return nil, fmt.Errorf("%w %q (known: %s)", ErrUnknownScenario, scenario, strings.Join(Scenarios(), ", "))
 	}
 	if err != nil {
-		return Result{}, fmt.Errorf("bench: %s: %w", scenario, err)
+		return nil, fmt.Errorf("bench: %s: %w", scenario, err)
 	}
-	res.Scenario = scenario
+	for i := range res {
+		res[i].Scenario = scenario
+	}
 	return res, nil
 }
 
@@ -217,20 +246,27 @@ func (r *Runner) insertPending(ctx context.Context, n int) error {
 }
 
 // settle runs VACUUM ANALYZE on the entries and a CHECKPOINT, so that the
-// timed part starts from fresh statistics and no pending checkpoint. A
-// role without the privilege for either (error 42501) skips it with a
-// warning.
+// timed part starts from fresh statistics and no pending checkpoint.
 func (r *Runner) settle(ctx context.Context) error {
 	for _, q := range []string{`VACUUM ANALYZE outbox_entries`, `CHECKPOINT`} {
-		_, err := r.app.Exec(ctx, q)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
-			r.log.Warn("bench: skipped for lack of privilege; figures may vary more", "statement", q, "error", pgErr.Message)
-			continue
+		if err := r.privileged(ctx, q); err != nil {
+			return err
 		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", q, err)
-		}
+	}
+	return nil
+}
+
+// privileged runs q, a maintenance statement. A role without the
+// privilege for it (error 42501) skips it with a warning.
+func (r *Runner) privileged(ctx context.Context, q string) error {
+	_, err := r.app.Exec(ctx, q)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+		r.log.Warn("bench: skipped for lack of privilege; figures may vary more", "statement", q, "error", pgErr.Message)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", q, err)
 	}
 	return nil
 }

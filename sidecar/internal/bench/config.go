@@ -32,6 +32,8 @@ const (
 	maxDuration  = 24 * time.Hour
 	maxOffered   = 100_000_000 // Rate × Duration: the steady scenario keeps two timestamps per entry
 	maxProcesses = 64
+	minPhase     = time.Second
+	maxPhase     = 24 * time.Hour
 )
 
 // Config says how big the scenarios are. Start from [DefaultConfig];
@@ -44,8 +46,8 @@ type Config struct {
 	// entry each) per second, shared by the producers. Default 1,000;
 	// above 0, at most 1,000,000.
 	Rate float64
-	// Producers is the number of producer goroutines of the steady
-	// scenario, each on its own connection. Default 16; 1–1,000.
+	// Producers is the number of producer goroutines of the steady and
+	// pressure scenarios, each on its own connection. Default 16; 1–1,000.
 	Producers int
 	// Duration is how long the steady scenario offers load and about how
 	// long the enqueue scenario measures. Default 10s; 100ms–24h.
@@ -76,6 +78,16 @@ type Config struct {
 	// relay with the settings above. The other scenarios ignore it.
 	// Default 0; at most 64.
 	Processes int
+	// PressureRate is the pressure scenario's offered load in
+	// transactions (one entry each) per second, shared by the Producers.
+	// It is separate from Rate so that the defaults run steady at 1,000
+	// and pressure at 500 a second. Default 500; above 0, at most
+	// 1,000,000; with PhaseDuration it must offer at least one entry per
+	// phase.
+	PressureRate float64
+	// PhaseDuration is the length of each of the pressure scenario's five
+	// phases. Default 2m; 1s–24h.
+	PhaseDuration time.Duration
 	// Existing says the database is not the bench's own: clean only rows
 	// of Topic instead of truncating the outbox tables, and remove them
 	// again in Close.
@@ -93,6 +105,9 @@ func DefaultConfig() Config {
 		Rate:      1000,
 		Producers: 16,
 		Duration:  10 * time.Second,
+
+		PressureRate:  500,
+		PhaseDuration: 2 * time.Minute,
 	}
 }
 
@@ -158,6 +173,20 @@ func (c Config) Validate() error {
 	if offered > maxOffered {
 		return configErr("Rate", "%v per second for %s offers more than %d entries", c.Rate, c.Duration, maxOffered)
 	}
+	if c.PhaseDuration < minPhase || c.PhaseDuration > maxPhase {
+		return configErr("PhaseDuration", "must be %s–%s, got %s", minPhase, maxPhase, c.PhaseDuration)
+	}
+	if math.IsNaN(c.PressureRate) || c.PressureRate <= 0 || c.PressureRate > maxRate {
+		return configErr("PressureRate", "must be above 0 and at most %d per second, got %v", maxRate, c.PressureRate)
+	}
+	perPhase := c.PressureRate * c.PhaseDuration.Seconds()
+	if math.Round(perPhase) < 1 {
+		return configErr("PressureRate", "%v per second for phases of %s offers no entry in a phase", c.PressureRate, c.PhaseDuration)
+	}
+	if perPhase*pressurePhaseCount > maxOffered {
+		return configErr("PressureRate", "%v per second for %d phases of %s offers more than %d entries",
+			c.PressureRate, pressurePhaseCount, c.PhaseDuration, maxOffered)
+	}
 	return nil
 }
 
@@ -184,9 +213,14 @@ func (c Config) Effective() Effective {
 	}
 }
 
-// Scenarios returns the scenario names in the order `txoutbox bench` runs
-// them by default.
-func Scenarios() []string { return []string{"enqueue", "raw", "drain", "steady"} }
+// Scenarios returns every scenario's name: those of DefaultScenarios,
+// then pressure.
+func Scenarios() []string { return append(DefaultScenarios(), "pressure") }
+
+// DefaultScenarios returns the scenarios `txoutbox bench` runs when none
+// is named, in that order: all but pressure, which takes five phases of
+// PhaseDuration (ten minutes by default).
+func DefaultScenarios() []string { return []string{"enqueue", "raw", "drain", "steady"} }
 
 // ErrUnknownScenario is returned by Runner.Run for a name Scenarios does
 // not list.

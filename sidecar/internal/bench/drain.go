@@ -16,23 +16,66 @@ const rssInterval = 50 * time.Millisecond
 
 // drain writes Entries pending entries untimed, then times one relay with
 // the default configuration emptying them, or with Config.Processes that
-// many relay processes.
+// many relay processes. Around both it measures what the entries cost the
+// outbox tables: WAL and row writes (see drainCost).
 func (r *Runner) drain(ctx context.Context) (Result, error) {
 	n := r.cfg.Entries
 	if err := r.clean(ctx); err != nil {
 		return Result{}, err
 	}
+	if err := r.privileged(ctx, `CHECKPOINT`); err != nil {
+		return Result{}, err
+	}
+	var cost drainCost
+	var err error
+	if cost.before, err = r.costPoint(ctx); err != nil {
+		return Result{}, err
+	}
 	if err := r.insertPending(ctx, n); err != nil {
+		return Result{}, err
+	}
+	if cost.copied, err = r.costPoint(ctx); err != nil {
 		return Result{}, err
 	}
 	if err := r.settle(ctx); err != nil {
 		return Result{}, err
 	}
-	if r.cfg.Processes > 0 {
-		return r.drainProcesses(ctx, n)
+	if cost.settled, err = walPosition(ctx, r.app); err != nil {
+		return Result{}, err
 	}
-	r.log.Info("bench: drain: relay started", "entries", n)
 
+	var res Result
+	if r.cfg.Processes > 0 {
+		res, err = r.drainProcesses(ctx, n)
+	} else {
+		res, err = r.drainInProcess(ctx, n)
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	// Before anything reads the drained table: a read can prune pages,
+	// which writes WAL.
+	if cost.drained, err = r.costPoint(ctx); err != nil {
+		return Result{}, err
+	}
+	if err := r.verifyDone(ctx); err != nil {
+		return Result{}, err
+	}
+	if r.cfg.Processes > 0 {
+		reclaimed, err := r.reclaimed(ctx)
+		if err != nil {
+			return Result{}, err
+		}
+		res.measure("reclaimed", float64(reclaimed), 0)
+	}
+	cost.add(&res, n)
+	return res, nil
+}
+
+// drainInProcess times one relay in this process emptying n entries, and
+// stops it.
+func (r *Runner) drainInProcess(ctx context.Context, n int) (Result, error) {
+	r.log.Info("bench: drain: relay started", "entries", n)
 	sampler := startRSSSampler()
 	t0 := time.Now()
 	rr, err := r.startRelay(ctx)
@@ -50,9 +93,6 @@ func (r *Runner) drain(ctx context.Context) (Result, error) {
 	if stopErr != nil {
 		return Result{}, stopErr
 	}
-	if err := r.verifyDone(ctx); err != nil {
-		return Result{}, err
-	}
 
 	var res Result
 	res.setting("entries", float64(n), 0)
@@ -65,6 +105,41 @@ func (r *Runner) drain(ctx context.Context) (Result, error) {
 	}
 	res.measure("unexpected_events", float64(rr.obs.unexpected.Load()), 0)
 	return res, nil
+}
+
+// costPoint is the WAL position and the outbox tables' row writes at one
+// moment of the drain scenario, with every session's writes reported.
+type costPoint struct {
+	wal    int64
+	writes int64
+}
+
+func (r *Runner) costPoint(ctx context.Context) (costPoint, error) {
+	s, err := r.settledTableStats(ctx)
+	if err != nil {
+		return costPoint{}, err
+	}
+	wal, err := walPosition(ctx, r.app)
+	return costPoint{wal: wal, writes: s.writes}, err
+}
+
+// drainCost is what the drain scenario's entries cost, measured in two
+// segments that each start right after a CHECKPOINT: the COPY (before to
+// copied), and the drain (settled to drained). The untimed VACUUM ANALYZE
+// and CHECKPOINT between them are left out.
+type drainCost struct {
+	before, copied, drained costPoint
+	settled                 int64 // WAL position after VACUUM ANALYZE and CHECKPOINT
+}
+
+// add adds the cost per entry of n entries to res.
+func (c drainCost) add(res *Result, n int) {
+	insertWAL := c.copied.wal - c.before.wal
+	drainWAL := c.drained.wal - c.settled
+	res.measure("wal_bytes_per_insert", float64(insertWAL)/float64(n), 1)
+	res.measure("wal_bytes_per_entry", float64(insertWAL+drainWAL)/float64(n), 1)
+	res.measure("row_writes_per_insert", float64(c.copied.writes-c.before.writes)/float64(n), 3)
+	res.measure("row_writes_per_entry", float64(c.drained.writes-c.before.writes)/float64(n), 3)
 }
 
 // rssSampler records the largest resident set size seen.

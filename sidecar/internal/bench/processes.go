@@ -62,12 +62,12 @@ const (
 // RunRelayProcess is a relay process of the drain scenario, the other end
 // of Config.Processes; the sidecar's hidden RelayProcessCommand calls it.
 // It opens a pool on poolCfg as the bench's own relay pool (at least 10
-// connections), checks the schema, and writes the line "ready" on stdout.
-// On the line "go" on stdin it runs one relay with the bench's no-op
-// handler for Topic and cfg's relay settings (Workers, ClaimBatch,
-// CompleteBatch), logging to cfg.Logger at Warn level and above, until
-// ctx ends or stdin reaches its end; then it returns the relay's result,
-// nil after a graceful stop. If ctx ends or stdin closes before "go", it
+// connections, sessions named AppName), checks the schema, and writes the
+// line "ready" on stdout. On the line "go" on stdin it runs one relay with
+// the bench's no-op handler for Topic and cfg's relay settings (Workers,
+// ClaimBatch, CompleteBatch), logging to cfg.Logger at Warn level and
+// above, until ctx ends or stdin reaches its end; then it returns the
+// relay's result, nil after a graceful stop. If ctx ends or stdin closes before "go", it
 // returns nil without running a relay. It writes nothing else on stdout.
 func RunRelayProcess(ctx context.Context, poolCfg *pgxpool.Config, cfg Config, stdin io.Reader, stdout io.Writer) error {
 	if err := cfg.Validate(); err != nil {
@@ -79,7 +79,7 @@ func RunRelayProcess(ctx context.Context, poolCfg *pgxpool.Config, cfg Config, s
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	pc := poolCfg.Copy()
+	pc := nameSessions(poolCfg)
 	pc.MaxConns = max(pc.MaxConns, relayPoolMinConns)
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
@@ -149,9 +149,9 @@ func RunRelayProcess(ctx context.Context, poolCfg *pgxpool.Config, cfg Config, s
 
 // drainProcesses is the timed part of the drain scenario with
 // Config.Processes relay processes: it starts them, waits until each is
-// ready, starts the clock and their relays, and stops the clock once no
-// entry of Topic is pending or running, as seen by a query every
-// remainingInterval.
+// ready, starts the clock and their relays, stops the clock once no entry
+// of Topic is pending or running, as seen by a query every
+// remainingInterval, and stops the processes.
 func (r *Runner) drainProcesses(ctx context.Context, n int) (Result, error) {
 	g, err := r.startProcesses(ctx)
 	if err != nil {
@@ -181,13 +181,6 @@ func (r *Runner) drainProcesses(ctx context.Context, n int) (Result, error) {
 	if err := g.stop(); err != nil {
 		return Result{}, err
 	}
-	if err := r.verifyDone(ctx); err != nil {
-		return Result{}, err
-	}
-	var reclaimed int64
-	if err := r.app.QueryRow(ctx, `SELECT count(*) FROM outbox_entries WHERE topic = $1 AND attempt > 1`, Topic).Scan(&reclaimed); err != nil {
-		return Result{}, fmt.Errorf("counting entries claimed more than once: %w", err)
-	}
 
 	var res Result
 	res.setting("entries", float64(n), 0)
@@ -198,8 +191,16 @@ func (r *Runner) drainProcesses(ctx context.Context, n int) (Result, error) {
 	if havePeak {
 		res.measure("rss_peak_mb", float64(peak)/(1<<20), 1)
 	}
-	res.measure("reclaimed", float64(reclaimed), 0)
 	return res, nil
+}
+
+// reclaimed counts the entries of Topic claimed more than once.
+func (r *Runner) reclaimed(ctx context.Context) (int64, error) {
+	var n int64
+	if err := r.app.QueryRow(ctx, `SELECT count(*) FROM outbox_entries WHERE topic = $1 AND attempt > 1`, Topic).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting entries claimed more than once: %w", err)
+	}
+	return n, nil
 }
 
 // remaining reports whether an entry of Topic is pending or running. Each

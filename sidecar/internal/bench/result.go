@@ -25,10 +25,14 @@ type Metric struct {
 	Setting bool
 }
 
-// Result is one run of one scenario.
+// Result is one run of one scenario, or of one phase of a scenario that
+// has phases (pressure).
 type Result struct {
 	// Scenario is the scenario's name.
 	Scenario string
+	// Phase names the phase, such as "pinned"; empty for a scenario
+	// without phases.
+	Phase string
 	// Metrics are the settings and measurements, in print order.
 	Metrics []Metric
 }
@@ -52,9 +56,10 @@ func (r *Result) measure(name string, v float64, digits int) {
 }
 
 // Summary is the median, min and max of each measurement over the runs of
-// one scenario.
+// one scenario, or of one phase of it.
 type Summary struct {
 	Scenario string
+	Phase    string
 	Runs     int
 	Metrics  []SummaryMetric
 }
@@ -66,14 +71,14 @@ type SummaryMetric struct {
 	Median, Min, Max float64
 }
 
-// Summarize summarises runs of one scenario. The metrics are those of the
-// first run; a metric missing from a later run is summarised over the
-// runs that have it.
+// Summarize summarises runs of one scenario (of one phase: see Groups).
+// The metrics are those of the first run; a metric missing from a later
+// run is summarised over the runs that have it.
 func Summarize(runs []Result) Summary {
 	if len(runs) == 0 {
 		return Summary{}
 	}
-	s := Summary{Scenario: runs[0].Scenario, Runs: len(runs)}
+	s := Summary{Scenario: runs[0].Scenario, Phase: runs[0].Phase, Runs: len(runs)}
 	for _, m := range runs[0].Metrics {
 		sm := SummaryMetric{Metric: m, Median: m.Value, Min: m.Value, Max: m.Value}
 		if !m.Setting {
@@ -89,6 +94,25 @@ func Summarize(runs []Result) Summary {
 		s.Metrics = append(s.Metrics, sm)
 	}
 	return s
+}
+
+// Groups splits results by scenario and phase, each group in the order
+// of its first result: the runs of a phased scenario become one group per
+// phase, to summarise separately.
+func Groups(results []Result) [][]Result {
+	var groups [][]Result
+	index := map[[2]string]int{}
+	for _, r := range results {
+		k := [2]string{r.Scenario, r.Phase}
+		i, ok := index[k]
+		if !ok {
+			i = len(groups)
+			index[k] = i
+			groups = append(groups, nil)
+		}
+		groups[i] = append(groups[i], r)
+	}
+	return groups
 }
 
 func median(vs []float64) float64 {
@@ -141,11 +165,15 @@ func (l *jsonLine) writeTo(w io.Writer) error {
 }
 
 // WriteJSON writes r as one JSON object on its own line:
-// {"scenario":"drain","entries":100000,...}. A run above 0 adds
-// "run":run after the scenario.
+// {"scenario":"drain","entries":100000,...}. A phase follows the scenario
+// ({"scenario":"pressure","phase":"pinned",...}); a run above 0 adds
+// "run":run after them.
 func WriteJSON(w io.Writer, r Result, run int) error {
 	var l jsonLine
 	l.string("scenario", r.Scenario)
+	if r.Phase != "" {
+		l.string("phase", r.Phase)
+	}
 	if run > 0 {
 		l.raw("run", strconv.Itoa(run))
 	}
@@ -161,6 +189,9 @@ func WriteJSON(w io.Writer, r Result, run int) error {
 func WriteSummaryJSON(w io.Writer, s Summary) error {
 	var l jsonLine
 	l.string("scenario", s.Scenario)
+	if s.Phase != "" {
+		l.string("phase", s.Phase)
+	}
 	l.raw("summary", "true")
 	l.raw("runs", strconv.Itoa(s.Runs))
 	for _, m := range s.Metrics {
@@ -175,19 +206,17 @@ func WriteSummaryJSON(w io.Writer, s Summary) error {
 
 // WriteTable writes the runs of one scenario for a person: a title line
 // with the scenario and its settings, then one row per measurement with a
-// column per run and, for more than one run, median, min and max.
+// column per run and, for more than one run, median, min and max. For a
+// scenario with phases it writes a column per phase instead, each the
+// median over the runs.
 func WriteTable(w io.Writer, runs []Result) error {
 	if len(runs) == 0 {
 		return nil
 	}
-	var title strings.Builder
-	title.WriteString(runs[0].Scenario)
-	for _, m := range runs[0].Metrics {
-		if m.Setting {
-			fmt.Fprintf(&title, "  %s=%s", m.Name, formatNumber(m.Value, m.Digits))
-		}
+	if runs[0].Phase != "" {
+		return writePhaseTable(w, Groups(runs))
 	}
-	if _, err := fmt.Fprintln(w, title.String()); err != nil {
+	if err := writeTitle(w, runs[0], ""); err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
@@ -225,6 +254,70 @@ func WriteTable(w io.Writer, runs []Result) error {
 		}
 		if len(runs) > 1 {
 			row = append(row, formatNumber(m.Median, m.Digits), formatNumber(m.Min, m.Digits), formatNumber(m.Max, m.Digits))
+		}
+		fmt.Fprintf(tw, "  %s\t\n", strings.Join(row, "\t"))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w)
+	return err
+}
+
+// writeTitle writes the scenario's name, the settings of r and note.
+func writeTitle(w io.Writer, r Result, note string) error {
+	var title strings.Builder
+	title.WriteString(r.Scenario)
+	for _, m := range r.Metrics {
+		if m.Setting {
+			fmt.Fprintf(&title, "  %s=%s", m.Name, formatNumber(m.Value, m.Digits))
+		}
+	}
+	title.WriteString(note)
+	_, err := fmt.Fprintln(w, title.String())
+	return err
+}
+
+// writePhaseTable writes the groups of one phased scenario (Groups): the
+// settings of the first phase's first run in the title, then a row per
+// measurement with a column per phase, each the median over its runs.
+func writePhaseTable(w io.Writer, phases [][]Result) error {
+	note := ""
+	if n := len(phases[0]); n > 1 {
+		note = fmt.Sprintf("  (medians of %d runs)", n)
+	}
+	if err := writeTitle(w, phases[0][0], note); err != nil {
+		return err
+	}
+	sums := make([]Summary, len(phases))
+	header := []string{"METRIC"}
+	for i, g := range phases {
+		sums[i] = Summarize(g)
+		header = append(header, strings.ToUpper(sums[i].Phase))
+	}
+	width := len(header[0])
+	for _, m := range sums[0].Metrics {
+		if !m.Setting {
+			width = max(width, len(m.Name))
+		}
+	}
+	pad := func(name string) string { return name + strings.Repeat(" ", width-len(name)) }
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	header[0] = pad(header[0])
+	fmt.Fprintf(tw, "  %s\t\n", strings.Join(header, "\t"))
+	for _, m := range sums[0].Metrics {
+		if m.Setting {
+			continue
+		}
+		row := []string{pad(m.Name)}
+		for _, s := range sums {
+			cell := "-"
+			for _, sm := range s.Metrics {
+				if sm.Name == m.Name {
+					cell = formatNumber(sm.Median, sm.Digits)
+				}
+			}
+			row = append(row, cell)
 		}
 		fmt.Fprintf(tw, "  %s\t\n", strings.Join(row, "\t"))
 	}

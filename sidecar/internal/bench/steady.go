@@ -86,7 +86,8 @@ func (r *Runner) steady(ctx context.Context) (Result, error) {
 	defer r.rec.Store(nil)
 	r.log.Info("bench: steady: offering load", "rate", r.cfg.Rate, "producers", r.cfg.Producers, "duration", r.cfg.Duration)
 
-	offerStart, offerEnd, late, err := r.offer(ctx, rec, total)
+	offerStart := time.Now()
+	offerEnd, late, err := r.offer(ctx, rec, offerStart, r.cfg.Rate, total, r.cfg.Duration)
 	if err != nil {
 		return Result{}, err
 	}
@@ -156,21 +157,21 @@ func (r *Runner) steady(ctx context.Context) (Result, error) {
 	return res, nil
 }
 
-// offer runs the producers. Transaction k (from 0) of the total is due at
-// start + k/Rate, fixed in advance, and producer p runs the transactions
-// with k ≡ p (mod Producers): a slow commit delays that producer's next
-// transactions, which then run back to back, but not the schedule. It
-// returns when the offering started and ended (the later of start +
-// Duration and the last commit), and how many transactions began more
-// than one producer interval behind schedule.
-func (r *Runner) offer(ctx context.Context, rec *recorder, total int64) (start, end time.Time, late int64, err error) {
+// offer runs the producers: total transactions at rate a second from
+// start. Transaction k (from 0) is due at start + k/rate, fixed in
+// advance, and producer p runs the transactions with k ≡ p (mod
+// Producers): a slow commit delays that producer's next transactions,
+// which then run back to back, but not the schedule. It returns when the
+// offering ended (the later of start + duration and the last commit), and
+// how many transactions began more than one producer interval behind
+// schedule.
+func (r *Runner) offer(ctx context.Context, rec *recorder, start time.Time, rate float64, total int64, duration time.Duration) (end time.Time, late int64, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	interval := time.Duration(float64(time.Second) / r.cfg.Rate)
-	perProducer := time.Duration(float64(time.Second) * float64(r.cfg.Producers) / r.cfg.Rate)
+	interval := time.Duration(float64(time.Second) / rate)
+	perProducer := time.Duration(float64(time.Second) * float64(r.cfg.Producers) / rate)
 	var lateN atomic.Int64
 	var wg sync.WaitGroup
-	start = time.Now()
 	for p := range int64(r.cfg.Producers) {
 		wg.Go(func() {
 			for k := p; k < total; k += int64(r.cfg.Producers) {
@@ -196,12 +197,12 @@ func (r *Runner) offer(ctx context.Context, rec *recorder, total int64) (start, 
 	wg.Wait()
 	end = time.Now()
 	if err := context.Cause(ctx); err != nil {
-		return start, end, 0, err
+		return end, 0, err
 	}
-	if planned := start.Add(r.cfg.Duration); end.Before(planned) {
+	if planned := start.Add(duration); end.Before(planned) {
 		end = planned
 	}
-	return start, end, lateN.Load(), nil
+	return end, lateN.Load(), nil
 }
 
 // produce runs transaction k: a domain row and one entry, committed; the
