@@ -17,23 +17,18 @@ func (r *Relay) heartbeatLoop(stop <-chan struct{}) {
 	// error, up to its 30s timeout) must not keep handlers running past
 	// their lease while another relay takes their entries over.
 	expiryDone := make(chan struct{})
-	go func() { defer close(expiryDone); r.expiryLoop(stop) }()
+	go func() {
+		defer close(expiryDone)
+		// Local expiry: cancel the handlers whose lease passed its local
+		// deadline without a renewal.
+		r.everyHeartbeat(stop, func() { r.expireLocal(r.expiryHorizon()) })
+	}()
 	defer func() { <-expiryDone }()
-	t := time.NewTicker(r.cfg.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-		r.renew()
-	}
+	r.everyHeartbeat(stop, r.renew)
 }
 
-// expiryLoop cancels, every HeartbeatInterval, the handlers whose lease
-// passed its local deadline without a renewal, until stop.
-func (r *Relay) expiryLoop(stop <-chan struct{}) {
+// everyHeartbeat calls fn every HeartbeatInterval until stop.
+func (r *Relay) everyHeartbeat(stop <-chan struct{}, fn func()) {
 	t := time.NewTicker(r.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
@@ -42,7 +37,7 @@ func (r *Relay) expiryLoop(stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
-		r.expireLocal(r.expiryHorizon())
+		fn()
 	}
 }
 
