@@ -223,6 +223,7 @@ func (p *Publisher) Handle(ctx context.Context, e *relay.Entry[json.RawMessage])
 
 // classify turns a publish error into the handler's error.
 func (p *Publisher) classify(ctx, pubCtx context.Context, subject string, started time.Time, err error, fail func(string, error) error) error {
+	err = clientError{err}
 	var apiErr *jetstream.APIError
 	switch {
 	case errors.As(err, &apiErr):
@@ -338,3 +339,17 @@ func (v *violations) since(subject string, t time.Time) bool {
 	at, ok := v.at[subject]
 	return ok && !at.Before(t)
 }
+
+// clientError is an error of the client library, whose messages may repeat
+// its "nats: " prefix ("nats: nats: API error ..."); it prints without it.
+type clientError struct{ err error }
+
+func (e clientError) Error() string {
+	msg := e.err.Error()
+	for strings.HasPrefix(msg, "nats: ") {
+		msg = strings.TrimPrefix(msg, "nats: ")
+	}
+	return msg
+}
+
+func (e clientError) Unwrap() error { return e.err }
