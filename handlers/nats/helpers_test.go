@@ -73,4 +73,3 @@ func checkOnceInOrder(t testing.TB, msgs []jetstream.Msg, want int) {
 		t.Errorf("%d messages in the stream, want %d", len(msgs), want)
 	}
 }
-
