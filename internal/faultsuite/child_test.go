@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/txoutbox/txoutbox/handlers/nats"
 	"github.com/txoutbox/txoutbox/handlers/webhook"
 	"github.com/txoutbox/txoutbox/relay"
 )
@@ -46,6 +47,10 @@ type childConfig struct {
 	// WebhookOutcomeBeforeNext registers the webhook handler with
 	// relay.WithOutcomeBeforeNext.
 	WebhookOutcomeBeforeNext bool `json:"webhook_outcome_before_next,omitempty"`
+	// NatsURL, when set, registers the NATS JetStream publisher for
+	// natsTopic, publishing to NatsSubject (a template).
+	NatsURL     string `json:"nats_url,omitempty"`
+	NatsSubject string `json:"nats_subject,omitempty"`
 }
 
 // childMain is the relay process's main.
@@ -95,6 +100,14 @@ func childMain(raw string) int {
 			fmt.Fprintln(os.Stderr, "child:", err)
 			return 2
 		}
+	}
+	if cfg.NatsURL != "" {
+		pub, err := nats.Register(h, nats.Config{URL: cfg.NatsURL, Topics: []string{natsTopic}, Subject: cfg.NatsSubject, AckTimeout: scaled(5 * time.Second)})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			return 2
+		}
+		defer pub.Close()
 	}
 	queues := map[string]relay.QueueConfig{}
 	for name, n := range cfg.Queues {

@@ -94,6 +94,9 @@ var (
 	poisonPerKind = knob{"TXOUTBOX_FAULT_POISON_PER_KIND", 10, 100}
 	// bounds_test.go
 	drainEntries = knob{"TXOUTBOX_FAULT_DRAIN_ENTRIES", 20000, 1000000}
+	// nats_test.go
+	natsEntries = knob{"TXOUTBOX_FAULT_NATS_ENTRIES", 3000, 20000}
+	natsKills   = knob{"TXOUTBOX_FAULT_NATS_KILLS", 8, 30}
 	// cut_test.go
 	dropRounds = knob{"TXOUTBOX_FAULT_DROP_ROUNDS", 6, 30}
 )
