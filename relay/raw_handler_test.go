@@ -51,7 +51,7 @@ func TestHandleRawRegistrationErrors(t *testing.T) {
 	for name, reg := range map[string]func(h *relay.Handlers){
 		"empty topic": func(h *relay.Handlers) { relay.HandleRaw(h, "", fn) },
 		"nil func":    func(h *relay.Handlers) { relay.HandleRaw(h, "t", nil) },
-		"twice":             func(h *relay.Handlers) { relay.HandleRaw(h, "t", fn); relay.HandleRaw(h, "t", fn) },
+		"twice":       func(h *relay.Handlers) { relay.HandleRaw(h, "t", fn); relay.HandleRaw(h, "t", fn) },
 		"long topic":  func(h *relay.Handlers) { relay.HandleRaw(h, strings.Repeat("t", outbox.MaxTopicLen+1), fn) },
 	} {
 		h := relay.NewHandlers()
