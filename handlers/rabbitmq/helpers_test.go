@@ -124,3 +124,9 @@ func getEntry(t testing.TB, pool *pgxpool.Pool, id int64) *outbox.Entry {
 	}
 	return e
 }
+
+// newDB makes a database for t.
+func newDB(t *testing.T) *outboxtest.DB {
+	t.Helper()
+	return outboxtest.New(t)
+}
