@@ -16,6 +16,7 @@ func builtinKinds() []sidecar.Kind {
 		{Name: "pdf", Register: registerPDF},
 		{Name: "webhook", Register: registerWebhook},
 		{Name: "email", Register: registerEmail},
+		{Name: "rabbitmq", Register: registerRabbitMQ},
 	}
 }
 
