@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/txoutbox/txoutbox/outbox"
 	"github.com/txoutbox/txoutbox/internal/rabbittest"
+	"github.com/txoutbox/txoutbox/outbox"
 	"github.com/txoutbox/txoutbox/outbox/outboxtest"
 )
 
