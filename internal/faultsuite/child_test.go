@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/txoutbox/txoutbox/handlers/rabbitmq"
 	"github.com/txoutbox/txoutbox/handlers/webhook"
 	"github.com/txoutbox/txoutbox/relay"
 )
@@ -46,6 +47,10 @@ type childConfig struct {
 	// WebhookOutcomeBeforeNext registers the webhook handler with
 	// relay.WithOutcomeBeforeNext.
 	WebhookOutcomeBeforeNext bool `json:"webhook_outcome_before_next,omitempty"`
+	// RabbitURL and RabbitExchange register the RabbitMQ publisher for
+	// fault.rabbit entries (rabbit_test.go).
+	RabbitURL      string `json:"rabbit_url,omitempty"`
+	RabbitExchange string `json:"rabbit_exchange,omitempty"`
 }
 
 // childMain is the relay process's main.
@@ -95,6 +100,20 @@ func childMain(raw string) int {
 			fmt.Fprintln(os.Stderr, "child:", err)
 			return 2
 		}
+	}
+	if cfg.RabbitURL != "" {
+		pub, err := rabbitmq.New(rabbitmq.Config{
+			URL: cfg.RabbitURL, Exchange: cfg.RabbitExchange, ConfirmTimeout: scaled(10 * time.Second),
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		})
+		if err == nil {
+			err = rabbitmq.Register(h, pub, []string{rabbitTopic})
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			return 2
+		}
+		defer func() { _ = pub.Close() }()
 	}
 	queues := map[string]relay.QueueConfig{}
 	for name, n := range cfg.Queues {

@@ -8,7 +8,8 @@
 // PostgreSQL server binaries must be installed). They
 //
 //   - kill a relay process with SIGKILL at random moments and restart it
-//     (kill_test.go);
+//     (kill_test.go), also while it publishes to RabbitMQ (rabbit_test.go,
+//     against the broker internal/rabbittest finds);
 //   - put a TCP proxy between a relay and PostgreSQL that drops, refuses
 //     and stalls connections (cut_test.go);
 //   - run several relay processes against out-of-order commits and
