@@ -55,6 +55,13 @@ func (tp *Topology) do(t testing.TB, fn func(ch *amqp.Channel) error) {
 	}
 }
 
+// DeleteExchange deletes the test's exchange now (publishing to it then
+// fails with 404 NOT_FOUND, and its bindings are gone).
+func (tp *Topology) DeleteExchange(t testing.TB) {
+	t.Helper()
+	tp.do(t, func(ch *amqp.Channel) error { return ch.ExchangeDelete(tp.Exchange, false, false) })
+}
+
 // Queue declares a durable queue of the test's own with args (nil for a
 // plain one), bound to the exchange with each of keys, and deleted when
 // the test ends. It returns the queue's name.
