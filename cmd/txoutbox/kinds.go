@@ -17,6 +17,7 @@ func builtinKinds() []sidecar.Kind {
 		{Name: "webhook", Register: registerWebhook},
 		{Name: "email", Register: registerEmail},
 		{Name: "nats", Register: registerNATS},
+		{Name: "rabbitmq", Register: registerRabbitMQ},
 	}
 }
 

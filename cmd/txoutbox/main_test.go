@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/txoutbox/txoutbox/internal/rabbittest"
 	"github.com/txoutbox/txoutbox/outbox"
 	"github.com/txoutbox/txoutbox/outbox/outboxtest"
 )
@@ -29,7 +30,7 @@ func TestMain(m *testing.M) {
 		panic("building txoutbox: " + err.Error())
 	}
 	defer os.RemoveAll(dir)
-	outboxtest.Main(m)
+	outboxtest.Main(rabbittest.WithCleanup(m))
 }
 
 // run runs the binary to completion.

@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/txoutbox/txoutbox/handlers/nats"
+	"github.com/txoutbox/txoutbox/handlers/rabbitmq"
 	"github.com/txoutbox/txoutbox/handlers/webhook"
 	"github.com/txoutbox/txoutbox/relay"
 )
@@ -51,6 +52,10 @@ type childConfig struct {
 	// natsTopic, publishing to NatsSubject (a template).
 	NatsURL     string `json:"nats_url,omitempty"`
 	NatsSubject string `json:"nats_subject,omitempty"`
+	// RabbitURL and RabbitExchange register the RabbitMQ publisher for
+	// fault.rabbit entries (rabbit_test.go).
+	RabbitURL      string `json:"rabbit_url,omitempty"`
+	RabbitExchange string `json:"rabbit_exchange,omitempty"`
 }
 
 // childMain is the relay process's main.
@@ -108,6 +113,20 @@ func childMain(raw string) int {
 			return 2
 		}
 		defer pub.Close()
+	}
+	if cfg.RabbitURL != "" {
+		pub, err := rabbitmq.New(rabbitmq.Config{
+			URL: cfg.RabbitURL, Exchange: cfg.RabbitExchange, ConfirmTimeout: scaled(10 * time.Second),
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		})
+		if err == nil {
+			err = rabbitmq.Register(h, pub, []string{rabbitTopic})
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			return 2
+		}
+		defer func() { _ = pub.Close() }()
 	}
 	queues := map[string]relay.QueueConfig{}
 	for name, n := range cfg.Queues {

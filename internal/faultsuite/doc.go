@@ -9,7 +9,9 @@
 //
 //   - kill a relay process with SIGKILL at random moments and restart it
 //     (kill_test.go), also while it publishes to NATS JetStream
-//     (nats_test.go, against the server internal/natstest finds);
+//     (nats_test.go, against the server internal/natstest finds) and to
+//     RabbitMQ (rabbit_test.go, against the broker internal/rabbittest
+//     finds);
 //   - put a TCP proxy between a relay and PostgreSQL that drops, refuses
 //     and stalls connections (cut_test.go);
 //   - run several relay processes against out-of-order commits and

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/txoutbox/txoutbox/internal/pglocal"
+	"github.com/txoutbox/txoutbox/internal/rabbittest"
 )
 
 func TestMain(m *testing.M) {
@@ -25,7 +26,7 @@ func TestMain(m *testing.M) {
 	}
 	// Relays run in this process too (cut_test.go, poison_test.go): after
 	// they shut down, under faults, no goroutine of theirs may be left.
-	goleak.VerifyTestMain(clusterCleanup{m})
+	goleak.VerifyTestMain(rabbittest.WithCleanup(clusterCleanup{m}))
 }
 
 // clusterCleanup runs the tests, then stops the shared cluster.
@@ -97,6 +98,9 @@ var (
 	// nats_test.go
 	natsEntries = knob{"TXOUTBOX_FAULT_NATS_ENTRIES", 3000, 20000}
 	natsKills   = knob{"TXOUTBOX_FAULT_NATS_KILLS", 8, 30}
+	// rabbit_test.go
+	rabbitEntries = knob{"TXOUTBOX_FAULT_RABBIT_ENTRIES", 3000, 20000}
+	rabbitKills   = knob{"TXOUTBOX_FAULT_RABBIT_KILLS", 8, 30}
 	// cut_test.go
 	dropRounds = knob{"TXOUTBOX_FAULT_DROP_ROUNDS", 6, 30}
 )
