@@ -51,7 +51,8 @@ goroot="$(go env GOROOT)"
 sum="$(cat "$repo/go.mod" "$repo/go.sum" | sha256sum | cut -c1-12)"
 IMAGE="$REPO_NAME:${go_version#go}-$sum"
 
-if docker image inspect "$IMAGE" >/dev/null 2>&1 && [[ "${REBUILD:-}" != 1 ]]; then
+old_id="$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
+if [[ -n "$old_id" && "${REBUILD:-}" != 1 ]]; then
 	echo "image $IMAGE already exists (REBUILD=1 to rebuild)" >&2
 	echo "$IMAGE"
 	exit 0
@@ -135,7 +136,11 @@ fi
 # The run's command, directory and GOFLAGS are not the image's.
 docker commit --change 'CMD ["go", "version"]' --change 'WORKDIR /' --change 'ENV GOFLAGS=' "$warm" "$IMAGE" >/dev/null
 
-# Older builder images go, unless a container still uses them.
+# Older builder images go, unless a container still uses them: a rebuild's
+# predecessor, now untagged, and those of other toolchains or go.sums.
+if [[ -n "$old_id" && "$old_id" != "$(docker image inspect -f '{{.Id}}' "$IMAGE")" ]]; then
+	docker rmi "$old_id" >/dev/null 2>&1 || true
+fi
 docker image ls "$REPO_NAME" --format '{{.Repository}}:{{.Tag}}' | while read -r old; do
 	if [[ "$old" != "$IMAGE" ]]; then
 		docker rmi "$old" >/dev/null 2>&1 && echo "removed the older $old" >&2 || true
