@@ -46,7 +46,17 @@ func main() {
 	}))
 }
 
+// buildVersion is the release this binary was built as, when the build
+// says so: the Dockerfile links it in (-X=main.buildVersion=v0.2.0). Empty
+// otherwise.
+var buildVersion string
+
+// version is buildVersion when set, else the module's version from the
+// build information (v0.2.0 after go install …@v0.2.0), else "(devel)".
 func version() string {
+	if buildVersion != "" {
+		return buildVersion
+	}
 	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" {
 		return info.Main.Version
 	}
