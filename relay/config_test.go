@@ -107,6 +107,39 @@ func TestRunRefusesUnusableDatabase(t *testing.T) {
 			t.Fatalf("Run: %v", err)
 		}
 	})
+	// Stopped while checking the database (a SIGTERM right after start):
+	// nothing was claimed, so it is a clean stop, not a failure.
+	t.Run("stopped while checking", func(t *testing.T) {
+		t.Parallel()
+		db := outboxtest.New(t)
+		ctx := context.Background()
+		// The check cannot finish: another transaction holds the table.
+		lock, err := db.Pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = lock.Rollback(ctx) }()
+		if _, err := lock.Exec(ctx, `LOCK TABLE outbox_entries IN ACCESS EXCLUSIVE MODE`); err != nil {
+			t.Fatal(err)
+		}
+		r, err := relay.New(db.Pool, relay.Config{Handlers: h, Logger: testLogger(), DisableListen: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- r.Run(runCtx) }()
+		waitUntil(t, "Run's check to wait for the table lock", func() bool {
+			var waiting bool
+			err := db.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks
+				WHERE relation = 'outbox_entries'::regclass AND NOT granted)`).Scan(&waiting)
+			return err == nil && waiting
+		})
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run stopped while checking the database: %v, want nil", err)
+		}
+	})
 	t.Run("not migrated", func(t *testing.T) {
 		t.Parallel()
 		db := outboxtest.New(t)

@@ -158,7 +158,9 @@ func (r *Relay) now() *time.Time {
 // claiming, waits up to Config.ShutdownTimeout for running handlers, cancels
 // the rest with cause ErrShutdown and hands their entries back without
 // counting the attempt, flushes completions, and returns nil. It returns an
-// error at once when the database cannot be reached or is not migrated.
+// error at once when the database cannot be reached or is not migrated; a
+// ctx that ends while Run is still checking the database returns nil, as
+// nothing was claimed.
 func (r *Relay) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return ErrAlreadyRunning
@@ -171,6 +173,13 @@ func (r *Relay) Run(ctx context.Context) error {
 	cancelCheck()
 	if errors.Is(err, store.ErrNotMigrated) {
 		return fmt.Errorf("%w: %v", ErrNotMigrated, err)
+	}
+	if err != nil && ctx.Err() != nil {
+		// Told to stop while it was still checking the database (a
+		// SIGTERM right after start): it has claimed nothing, so there is
+		// nothing to drain, and stopping is not a failure.
+		r.log.Info("txoutbox: relay stopped before it started", "cause", context.Cause(ctx))
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("relay: database not usable: %w", err)
