@@ -236,6 +236,15 @@ func (run *attemptRun) setResult(has bool, v any) error {
 }
 
 func decodeEntry[T outbox.Message](c *store.Claimed, typ string) (*Entry[T], error) {
+	e := newEntry[T](c)
+	if err := json.Unmarshal(c.Payload, &e.Payload); err != nil {
+		return nil, &DecodeError{Topic: c.Topic, Type: typ, Err: err}
+	}
+	return e, nil
+}
+
+// newEntry is the handler's view of a claimed entry, without its payload.
+func newEntry[T any](c *store.Claimed) *Entry[T] {
 	e := &Entry[T]{
 		ID:          c.ID,
 		Topic:       c.Topic,
@@ -245,15 +254,12 @@ func decodeEntry[T outbox.Message](c *store.Claimed, typ string) (*Entry[T], err
 		Attempt:     c.EffectiveAttempt(),
 		MaxAttempts: int(c.MaxAttempts),
 		CreatedAt:   c.CreatedAt,
+		Headers:     decodeHeaders(c.Headers),
 	}
 	if c.OrderingKey != nil {
 		e.OrderingKey = *c.OrderingKey
 	}
-	e.Headers = decodeHeaders(c.Headers)
-	if err := json.Unmarshal(c.Payload, &e.Payload); err != nil {
-		return nil, &DecodeError{Topic: c.Topic, Type: typ, Err: err}
-	}
-	return e, nil
+	return e
 }
 
 // decodeHeaders reads the headers column leniently: it is written by plain

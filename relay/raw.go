@@ -28,22 +28,8 @@ func HandleRaw(h *Handlers, topic string, fn RawHandlerFunc, opts ...HandlerOpti
 		return
 	}
 	h.add(topic, typ, false, opts, func(ctx context.Context, run *attemptRun) error {
-		c := run.claimed
-		e := &Entry[json.RawMessage]{
-			ID:          c.ID,
-			Topic:       c.Topic,
-			Key:         c.Key,
-			Queue:       c.Queue,
-			Priority:    int(c.Priority),
-			Attempt:     c.EffectiveAttempt(),
-			MaxAttempts: int(c.MaxAttempts),
-			CreatedAt:   c.CreatedAt,
-			Headers:     decodeHeaders(c.Headers),
-			Payload:     append(json.RawMessage(nil), c.Payload...),
-		}
-		if c.OrderingKey != nil {
-			e.OrderingKey = *c.OrderingKey
-		}
+		e := newEntry[json.RawMessage](run.claimed)
+		e.Payload = append(json.RawMessage(nil), run.claimed.Payload...)
 		if err := fn(ctx, e); err != nil {
 			return err
 		}
