@@ -10,6 +10,8 @@ import (
 	"time"
 
 	natsio "github.com/nats-io/nats.go"
+
+	"github.com/txoutbox/txoutbox/internal/tmplfields"
 )
 
 // Defaults of Config.
@@ -166,73 +168,18 @@ func (c Config) withDefaults(needTopics bool) (Config, *template.Template, bool,
 	return c, tmpl, usesPayload, nil
 }
 
-// checkFields walks the template's parse tree and returns the SubjectData
-// fields it names at the top level (outside range and with, where the dot
-// is something else), or an error for a name SubjectData lacks.
+// checkFields returns the SubjectData fields the template names at the top
+// level, or an error for a name SubjectData lacks.
 func checkFields(root *parse.ListNode) (map[string]bool, error) {
 	used := map[string]bool{}
 	var problems []string
-	var walk func(n parse.Node, top bool)
-	field := func(idents []string) {
-		if len(idents) == 0 {
-			return
+	for _, f := range tmplfields.Used(root) {
+		if !subjectFields[f] {
+			problems = append(problems, fmt.Sprintf("no field %q (SubjectData has %s)", f, fieldList()))
+			continue
 		}
-		if !subjectFields[idents[0]] {
-			problems = append(problems, fmt.Sprintf("no field %q (SubjectData has %s)", idents[0], fieldList()))
-			return
-		}
-		used[idents[0]] = true
+		used[f] = true
 	}
-	walkPipe := func(p *parse.PipeNode, top bool) {
-		if p == nil {
-			return
-		}
-		for _, cmd := range p.Cmds {
-			for _, arg := range cmd.Args {
-				walk(arg, top)
-			}
-		}
-	}
-	walk = func(n parse.Node, top bool) {
-		switch n := n.(type) {
-		case *parse.ListNode:
-			if n == nil {
-				return
-			}
-			for _, c := range n.Nodes {
-				walk(c, top)
-			}
-		case *parse.ActionNode:
-			walkPipe(n.Pipe, top)
-		case *parse.PipeNode:
-			walkPipe(n, top)
-		case *parse.FieldNode:
-			if top {
-				field(n.Ident)
-			}
-		case *parse.VariableNode:
-			if len(n.Ident) > 1 && n.Ident[0] == "$" {
-				field(n.Ident[1:])
-			}
-		case *parse.ChainNode:
-			walk(n.Node, top)
-		case *parse.IfNode:
-			walkPipe(n.Pipe, top)
-			walk(n.List, top)
-			walk(n.ElseList, top)
-		case *parse.RangeNode:
-			walkPipe(n.Pipe, top)
-			walk(n.List, false)
-			walk(n.ElseList, top)
-		case *parse.WithNode:
-			walkPipe(n.Pipe, top)
-			walk(n.List, false)
-			walk(n.ElseList, top)
-		case *parse.TemplateNode:
-			walkPipe(n.Pipe, top)
-		}
-	}
-	walk(root, true)
 	if len(problems) > 0 {
 		return nil, errors.New(strings.Join(problems, "; "))
 	}

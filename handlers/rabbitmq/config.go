@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"text/template"
 	"text/template/parse"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/txoutbox/txoutbox/internal/tmplfields"
 )
 
 // Defaults of Config.
@@ -169,11 +170,11 @@ func (c Config) withDefaults() (*settings, error) {
 	tmpl, err := template.New("routing key").Option("missingkey=error").Parse(c.RoutingKey)
 	if err != nil {
 		bad("RoutingKey", err, "%v", err)
-	} else if err := checkFields(tmpl.Tree.Root); err != nil {
+	} else if used, err := checkFields(tmpl.Tree.Root); err != nil {
 		bad("RoutingKey", err, "%v (known: .Topic, .Key, .OrderingKey, .Queue, .Priority, .Headers, .Payload)", err)
 	} else {
 		s.route = tmpl
-		s.needPayload = strings.Contains(c.RoutingKey, "Payload")
+		s.needPayload = used["Payload"]
 	}
 	if c.ConfirmTimeout == 0 {
 		c.ConfirmTimeout = DefaultConfirmTimeout
@@ -221,62 +222,16 @@ func (c Config) withDefaults() (*settings, error) {
 	return s, nil
 }
 
-// checkFields reports a field of the template's dot that RouteData does
-// not have (a typo such as {{.Topik}}), which would otherwise fail every
-// entry. It checks the fields of the top-level dot and of $; inside range
-// and with, the dot is something else and is not checked.
-func checkFields(n parse.Node) error {
-	var err error
-	var walk func(n parse.Node, top bool)
-	check := func(ident []string) {
-		if err == nil && len(ident) > 0 && !routeFields[ident[0]] {
-			err = fmt.Errorf("unknown field .%s", ident[0])
+// checkFields returns the RouteData fields the template names at the top
+// level (see tmplfields.Used), or an error for the first name RouteData
+// lacks (a typo such as {{.Topik}}), which would otherwise fail every entry.
+func checkFields(root *parse.ListNode) (map[string]bool, error) {
+	used := map[string]bool{}
+	for _, f := range tmplfields.Used(root) {
+		if !routeFields[f] {
+			return nil, fmt.Errorf("unknown field .%s", f)
 		}
+		used[f] = true
 	}
-	walk = func(n parse.Node, top bool) {
-		switch n := n.(type) {
-		case *parse.ListNode:
-			if n != nil {
-				for _, c := range n.Nodes {
-					walk(c, top)
-				}
-			}
-		case *parse.ActionNode:
-			walk(n.Pipe, top)
-		case *parse.PipeNode:
-			if n != nil {
-				for _, c := range n.Cmds {
-					walk(c, top)
-				}
-			}
-		case *parse.CommandNode:
-			for _, a := range n.Args {
-				walk(a, top)
-			}
-		case *parse.FieldNode:
-			if top {
-				check(n.Ident)
-			}
-		case *parse.VariableNode:
-			if len(n.Ident) > 1 && n.Ident[0] == "$" {
-				check(n.Ident[1:])
-			}
-		case *parse.ChainNode:
-			walk(n.Node, top)
-		case *parse.IfNode:
-			walk(n.Pipe, top)
-			walk(n.List, top)
-			walk(n.ElseList, top)
-		case *parse.RangeNode:
-			walk(n.Pipe, top)
-			walk(n.List, false)
-			walk(n.ElseList, top)
-		case *parse.WithNode:
-			walk(n.Pipe, top)
-			walk(n.List, false)
-			walk(n.ElseList, top)
-		}
-	}
-	walk(n, true)
-	return err
+	return used, nil
 }
