@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"sort"
 	"strings"
@@ -321,4 +322,45 @@ func quantiles(ds []time.Duration) string {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	q := func(p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))] }
 	return fmt.Sprintf("min %s, median %s, p99 %s, max %s", s[0].Round(time.Millisecond), q(0.5).Round(time.Millisecond), q(0.99).Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond))
+}
+
+// killWhilePublishing runs a relay process from cfg (its ID is set per
+// generation, prefix-N) and SIGKILLs it kills times, at random moments
+// spread over the n entries' completion, restarting it after a random
+// pause each time. It returns the last process, still running, and how
+// many running entries the killed ones held. Used by the broker
+// publishers' tests.
+func killWhilePublishing(t *testing.T, db testDB, rng *rand.Rand, cfg childConfig, prefix string, n, kills int) (*child, int) {
+	t.Helper()
+	thresholds := make([]int64, kills)
+	for i := range thresholds {
+		thresholds[i] = int64((float64(i) + 0.1 + 0.8*rng.Float64()) * float64(n) / float64(kills))
+	}
+	generation := 0
+	start := func() *child {
+		cfg.ID = fmt.Sprintf("%s-%d", prefix, generation)
+		generation++
+		return startChild(t, cfg)
+	}
+	finished := func() int64 {
+		return scalar[int64](t, db.Pool, `SELECT count(*) FROM outbox_entries WHERE state IN ('done', 'dead')`)
+	}
+	proc := start()
+	held := 0
+	for k, at := range thresholds {
+		waitUntil(t, fmt.Sprintf("%d entries finished before kill %d", at, k+1), 20*time.Millisecond, func() bool { return finished() >= at })
+		time.Sleep(time.Duration(rng.IntN(50)) * time.Millisecond)
+		progress := finished()
+		proc.kill(t)
+		waitUntil(t, "the killed relay's sessions to end", 5*time.Millisecond, func() bool {
+			return scalar[int64](t, db.Pool, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, proc.name) == 0
+		})
+		h := scalar[int64](t, db.Pool, `SELECT count(*) FROM outbox_entries WHERE state = 'running' AND lease_owner = $1`, proc.name)
+		held += int(h)
+		down := time.Duration(rng.IntN(200)) * time.Millisecond
+		t.Logf("kill %2d: SIGKILL at %d/%d finished, it held %d entries; restart after %s", k+1, progress, n, h, down)
+		time.Sleep(down)
+		proc = start()
+	}
+	return proc, held
 }

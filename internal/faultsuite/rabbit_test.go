@@ -109,42 +109,13 @@ func TestRabbitRelayKilled(t *testing.T) {
 		}
 	}()
 
-	thresholds := make([]int64, kills)
-	for i := range thresholds {
-		thresholds[i] = int64((float64(i) + 0.1 + 0.8*rng.Float64()) * float64(n) / float64(kills))
-	}
 	cfg := childConfig{
 		URL: db.URL, MaxConns: 24, Queues: map[string]int{"default": 16},
 		LeaseMS: int(scaled(time.Second).Milliseconds()), PollMS: 100,
 		RabbitURL: tp.URL, RabbitExchange: tp.Exchange,
 	}
-	generation := 0
-	start := func() *child {
-		cfg.ID = fmt.Sprintf("rabbit-relay-%d", generation)
-		generation++
-		return startChild(t, cfg)
-	}
-	finished := func() int64 {
-		return scalar[int64](t, db.Pool, `SELECT count(*) FROM outbox_entries WHERE state IN ('done', 'dead')`)
-	}
 	began := time.Now()
-	proc := start()
-	held := 0
-	for k, at := range thresholds {
-		waitUntil(t, fmt.Sprintf("%d entries finished before kill %d", at, k+1), 20*time.Millisecond, func() bool { return finished() >= at })
-		time.Sleep(time.Duration(rng.IntN(50)) * time.Millisecond)
-		progress := finished()
-		proc.kill(t)
-		waitUntil(t, "the killed relay's sessions to end", 5*time.Millisecond, func() bool {
-			return scalar[int64](t, db.Pool, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, proc.name) == 0
-		})
-		h := scalar[int64](t, db.Pool, `SELECT count(*) FROM outbox_entries WHERE state = 'running' AND lease_owner = $1`, proc.name)
-		held += int(h)
-		down := time.Duration(rng.IntN(200)) * time.Millisecond
-		t.Logf("kill %2d: SIGKILL at %d/%d finished, it held %d entries; restart after %s", k+1, progress, n, h, down)
-		time.Sleep(down)
-		proc = start()
-	}
+	proc, held := killWhilePublishing(t, db, rng, cfg, "rabbit-relay", n, kills)
 	waitSettled(t, db.Pool)
 	elapsed := time.Since(began)
 	proc.stop(t)
