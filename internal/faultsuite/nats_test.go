@@ -120,4 +120,3 @@ func TestNatsPublisherKilledAtRandomMoments(t *testing.T) {
 		n, keyed, orderingKeys, kills, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), held, reran)
 	t.Logf("the consumer read %d messages: none missing, no duplicate, every key in order; JetStream dropped %d re-sends as duplicates (Result.Duplicate)", len(msgs), dropped)
 }
-
